@@ -1,0 +1,416 @@
+"""Cell genotypes: operation names, the validated ``Genotype`` type and the published registry.
+
+Stdlib only, so every layer may import it. Layout and reading rules: snas-spec.md §8, §11.1, §12.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "EXTRA_OPS",
+    "KNOWN_OPS",
+    "PRIMITIVES",
+    "REGISTRY",
+    "Genotype",
+    "GenotypeError",
+    "genotype_from_nodes",
+    "get_genotype",
+    "load_genotype",
+    "save_genotype",
+]
+
+# Column order of the architecture logits (spec §1.1); do not reorder.
+PRIMITIVES: tuple[str, ...] = (
+    "none",
+    "max_pool_3x3",
+    "avg_pool_3x3",
+    "skip_connect",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+)
+# Not searchable; only the NASNet and AmoebaNet genotypes use them.
+EXTRA_OPS: tuple[str, ...] = ("sep_conv_7x7", "conv_7x1_1x7")
+KNOWN_OPS: tuple[str, ...] = PRIMITIVES + EXTRA_OPS
+
+_Entries = tuple[tuple[str, int], ...]
+_CELLS = ("normal", "reduce")
+_KEYS = ("normal", "normal_concat", "reduce", "reduce_concat")
+_EDGE_ALL_CONCAT = (2, 3, 4, 5)
+_EDGE_ALL_SIZES = (2, 3, 4, 5)
+
+
+class GenotypeError(ValueError):
+    """A genotype, name or file is invalid; the one-line message says what, and what is allowed."""
+
+
+def _did_you_mean(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _is_list(value: Any) -> bool:
+    # A string is a Sequence too, but "sep_conv_3x3" where a list belongs is always a mistake.
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+
+
+def _is_int(value: Any) -> bool:
+    # bool is an int subclass, but True as a state id is always a mistake.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _norm_entries(cell: str, entries: Any) -> _Entries:
+    if not _is_list(entries):
+        raise GenotypeError(f"genotype {cell}: expected a list of (op, src) pairs, got {entries!r}")
+    out = []
+    for i, entry in enumerate(entries):
+        where = f"genotype {cell}[{i}]"
+        if not _is_list(entry) or len(entry) != 2:
+            raise GenotypeError(f"{where}: expected an (op, source) pair, got {entry!r}")
+        op, src = entry
+        if not isinstance(op, str) or op not in KNOWN_OPS:
+            hint = _did_you_mean(op, KNOWN_OPS) if isinstance(op, str) else ""
+            raise GenotypeError(
+                f"{where}: unknown op {op!r}{hint}; allowed: {', '.join(KNOWN_OPS)}"
+            )
+        if not _is_int(src):
+            raise GenotypeError(f"{where}: source must be an integer state id, got {src!r}")
+        out.append((op, src))
+    return tuple(out)
+
+
+def _norm_concat(cell: str, concat: Any) -> tuple[int, ...]:
+    if not _is_list(concat) or not all(_is_int(c) for c in concat):
+        raise GenotypeError(f"genotype {cell}_concat: expected a list of state ids, got {concat!r}")
+    return tuple(concat)
+
+
+def _node_sizes(entries: _Entries, concat: tuple[int, ...]) -> tuple[int, ...]:
+    # The reference tells the two layouts apart only by length and concat (spec §11.1, §12).
+    if len(entries) == sum(_EDGE_ALL_SIZES) and concat == _EDGE_ALL_CONCAT:
+        return _EDGE_ALL_SIZES
+    return (2,) * (len(entries) // 2)
+
+
+def _group(entries: _Entries, concat: tuple[int, ...]) -> list[list[tuple[str, int]]]:
+    nodes, start = [], 0
+    for size in _node_sizes(entries, concat):
+        nodes.append(list(entries[start : start + size]))
+        start += size
+    return nodes
+
+
+def _check_cell(cell: str, entries: _Entries, concat: tuple[int, ...]) -> None:
+    nodes = _group(entries, concat)
+    if not nodes or sum(map(len, nodes)) != len(entries):
+        raise GenotypeError(
+            f"genotype {cell}: {len(entries)} entries cannot be read two per node; expected a "
+            f"positive even count, or 14 entries with concat {list(_EDGE_ALL_CONCAT)} (edge_all)"
+        )
+    i = 0
+    for k, node in enumerate(nodes):
+        for op, src in node:
+            if not 0 <= src <= k + 1:
+                raise GenotypeError(
+                    f"genotype {cell}[{i}]: {op}({src}) feeds node n{k + 2}, which accepts "
+                    f"sources 0..{k + 1}"
+                )
+            i += 1
+    last = len(nodes) + 1
+    bad = [c for c in concat if not 0 <= c <= last]
+    if not concat or bad or len(set(concat)) != len(concat):
+        what = f"state {bad[0]} out of range" if bad else "empty or repeated state ids"
+        raise GenotypeError(
+            f"genotype {cell}_concat: {what} in {list(concat)}; allowed distinct ids 0..{last}"
+        )
+
+
+@dataclass(frozen=True)
+class Genotype:
+    """A normal and a reduction cell: flat (op, source state) entries plus the output states.
+
+    States 0 and 1 are the cell inputs; node k (0-based) is state k + 2 and may read states 0..k+1.
+    Entries are read two per node, except a 14-entry cell with concat [2, 3, 4, 5], which is the
+    SNAS "edge_all" form read 2, 3, 4, 5 per node. Lists are normalised to tuples on construction.
+
+    Attributes:
+        normal: Entries of the normal cell, in reference order.
+        normal_concat: States of the normal cell concatenated into its output.
+        reduce: Entries of the reduction cell, in reference order.
+        reduce_concat: States of the reduction cell concatenated into its output.
+    """
+
+    normal: tuple[tuple[str, int], ...]
+    normal_concat: tuple[int, ...]
+    reduce: tuple[tuple[str, int], ...]
+    reduce_concat: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        """Normalises lists to tuples and raises GenotypeError on the first invalid field."""
+        for cell in _CELLS:
+            entries = _norm_entries(cell, getattr(self, cell))
+            concat = _norm_concat(cell, getattr(self, f"{cell}_concat"))
+            object.__setattr__(self, cell, entries)
+            object.__setattr__(self, f"{cell}_concat", concat)
+            _check_cell(cell, entries, concat)
+
+    def _cell(self, cell: str) -> tuple[_Entries, tuple[int, ...]]:
+        if cell not in _CELLS:
+            raise GenotypeError(f"unknown cell {cell!r}; allowed: {', '.join(_CELLS)}")
+        return getattr(self, cell), getattr(self, f"{cell}_concat")
+
+    def node_inputs(self, cell: str) -> list[list[tuple[str, int]]]:
+        """Groups a cell's entries per intermediate node (node k is state k + 2).
+
+        Args:
+            cell: ``"normal"`` or ``"reduce"``.
+
+        Returns:
+            One list of (op, source) pairs per node, in entry order.
+        """
+        return _group(*self._cell(cell))
+
+    @property
+    def is_edge_all(self) -> bool:
+        """Whether both cells use the 14-entry edge_all layout."""
+        return all(_node_sizes(*self._cell(cell)) == _EDGE_ALL_SIZES for cell in _CELLS)
+
+    def steps(self, cell: str) -> int:
+        """Number of intermediate nodes of ``cell`` (``"normal"`` or ``"reduce"``)."""
+        return len(self.node_inputs(cell))
+
+    def active_edges(self, cell: str) -> list[tuple[int, str, int]]:
+        """Lists the entries of ``cell`` other than ``'none'``: all that a child network builds.
+
+        Returns:
+            ``(node_state_id, op, source)`` triples in entry order.
+        """
+        nodes = self.node_inputs(cell)
+        return [(k + 2, op, s) for k, node in enumerate(nodes) for op, s in node if op != "none"]
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        """Returns a JSON-ready dict; :meth:`from_dict` inverts it exactly."""
+        out: dict[str, list[Any]] = {}
+        for cell in _CELLS:
+            entries, concat = self._cell(cell)
+            out[cell] = [[op, src] for op, src in entries]
+            out[f"{cell}_concat"] = list(concat)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Genotype:
+        """Builds a genotype from :meth:`to_dict` output, rejecting unknown or missing keys.
+
+        Raises:
+            GenotypeError: naming the offending key, or the entry that fails validation.
+        """
+        if not isinstance(d, Mapping):
+            raise GenotypeError(f"genotype: expected an object with keys {', '.join(_KEYS)}")
+        for key in d:
+            if key not in _KEYS:
+                hint = _did_you_mean(str(key), _KEYS)
+                raise GenotypeError(
+                    f"genotype: unknown key {key!r}{hint}; allowed keys: {', '.join(_KEYS)}"
+                )
+        missing = [key for key in _KEYS if key not in d]
+        if missing:
+            raise GenotypeError(f"genotype: missing key {missing[0]!r}")
+        return cls(**{key: d[key] for key in _KEYS})
+
+    def format(self) -> str:
+        """Readable text, one line per cell: ``normal: n2 <- sep_conv_3x3(0), ... | n3 <- ...``."""
+        lines = []
+        for cell in _CELLS:
+            nodes = " | ".join(
+                f"n{k + 2} <- " + ", ".join(f"{op}({src})" for op, src in node)
+                for k, node in enumerate(self.node_inputs(cell))
+            )
+            concat = ",".join(str(c) for c in self._cell(cell)[1])
+            lines.append(f"{cell}: {nodes}  concat [{concat}]")
+        return "\n".join(lines)
+
+
+def genotype_from_nodes(
+    normal_nodes: Sequence[Sequence[tuple[str, int]]],
+    reduce_nodes: Sequence[Sequence[tuple[str, int]]],
+    concat: Sequence[int] = _EDGE_ALL_CONCAT,
+    *,
+    reduce_concat: Sequence[int] | None = None,
+) -> Genotype:
+    """Flattens per-node entry lists into a genotype; the inverse of :meth:`Genotype.node_inputs`.
+
+    Args:
+        normal_nodes: For each node of the normal cell, its (op, source) pairs.
+        reduce_nodes: The same for the reduction cell.
+        concat: States concatenated into the normal cell's output, and into the reduction
+            cell's unless ``reduce_concat`` is given.
+        reduce_concat: States concatenated into the reduction cell's output, if they differ.
+
+    Raises:
+        GenotypeError: if the node sizes would be read back differently (each node must have 2
+            entries, or the nodes must have 2, 3, 4, 5 entries with concat [2, 3, 4, 5]).
+    """
+    given = {"normal": normal_nodes, "reduce": reduce_nodes}
+    flat = {cell: [entry for node in nodes for entry in node] for cell, nodes in given.items()}
+    r_concat = concat if reduce_concat is None else reduce_concat
+    genotype = Genotype(flat["normal"], tuple(concat), flat["reduce"], tuple(r_concat))
+    for cell, nodes in given.items():
+        wanted = [len(node) for node in nodes]
+        if [len(node) for node in genotype.node_inputs(cell)] != wanted:
+            raise GenotypeError(
+                f"genotype {cell}: node sizes {wanted} would not be read back as given; use 2 "
+                f"entries per node, or 2, 3, 4, 5 entries with concat {list(_EDGE_ALL_CONCAT)}"
+            )
+    return genotype
+
+
+# Spec §12's shorthand: sep3 = sep_conv_3x3, dil5 = dil_conv_5x5, max/avg = the 3x3 pools, ...
+_ABBREV = {"max": "max_pool_3x3", "avg": "avg_pool_3x3", "skip": "skip_connect"} | {
+    f"{kind}{k}": f"{kind}_conv_{k}x{k}" for kind in ("sep", "dil") for k in (3, 5, 7)
+}
+_PAIR = re.compile(r"\((\w+),(\d+)\)")
+_NODE = re.compile(r"(?:\(\w+,\d+\))+")
+
+
+def _nodes(text: str) -> list[list[tuple[str, int]]]:
+    # Registry cells are written as in spec §12, "(op,src)(op,src) | ...", to check them by eye.
+    nodes = []
+    for part in text.split("|"):
+        part = part.replace(" ", "")
+        if not _NODE.fullmatch(part):
+            raise GenotypeError(f"genotype registry: cannot parse node {part!r}")
+        nodes.append([(_ABBREV.get(op, op), int(src)) for op, src in _PAIR.findall(part)])
+    return nodes
+
+
+_SNAS = (2, 3, 4, 5)
+# (name, normal cell, normal concat, reduction cell, reduction concat), transcribed from spec §12.
+# fmt: off
+_PUBLISHED = [
+    ("NASNet",
+     "(sep5,1)(sep3,0) | (sep5,0)(sep3,0) | (avg,1)(skip,0) | (avg,0)(avg,0) | (sep3,1)(skip,1)",
+     (2, 3, 4, 5, 6),
+     "(sep5,1)(sep7,0) | (max,1)(sep7,0) | (avg,1)(sep5,0) | (skip,3)(avg,2) | (sep3,2)(max,1)",
+     (4, 5, 6)),
+    ("AmoebaNet",
+     "(avg,0)(max,1) | (sep3,0)(sep5,2) | (sep3,0)(avg,3) | (sep3,1)(skip,1) | (skip,0)(avg,1)",
+     (4, 5, 6),
+     "(avg,0)(sep3,1) | (max,0)(sep7,2) | (sep7,0)(avg,1) | (max,0)(max,1) "
+     "| (conv_7x1_1x7,0)(sep3,5)",
+     (3, 4, 6)),
+    ("DARTS_V1",
+     "(sep3,1)(sep3,0) | (skip,0)(sep3,1) | (skip,0)(sep3,1) | (sep3,0)(skip,2)", _SNAS,
+     "(max,0)(max,1) | (skip,2)(max,0) | (max,0)(skip,2) | (skip,2)(avg,0)", _SNAS),
+    ("DARTS_V2",
+     "(sep3,0)(sep3,1) | (sep3,0)(sep3,1) | (sep3,1)(skip,0) | (skip,0)(dil3,2)", _SNAS,
+     "(max,0)(max,1) | (skip,2)(max,1) | (max,0)(skip,2) | (skip,2)(max,1)", _SNAS),
+    ("SNAS_mild",
+     "(sep3,0)(sep3,1) | (skip,0)(dil3,1) | (skip,0)(skip,1) | (skip,0)(sep3,1)", _SNAS,
+     "(max,0)(max,1) | (max,1)(skip,2) | (max,1)(skip,2) | (max,0)(dil5,2)", _SNAS),
+    ("SNAS_mild_edge_all",
+     "(sep3,0)(sep3,1) | (skip,0)(dil3,1)(none,2) | (skip,0)(skip,1)(none,3)(none,2) "
+     "| (skip,0)(sep3,1)(none,4)(none,3)(none,2)", _SNAS,
+     "(max,0)(max,1) | (none,0)(max,1)(skip,2) | (none,0)(max,1)(skip,2)(none,3) "
+     "| (max,0)(dil5,2)(none,1)(none,3)(none,4)", _SNAS),
+    ("SNAS_moderate",
+     "(dil5,0)(skip,1) | (sep3,0)(skip,1) | (skip,0)(skip,1) | (sep3,0)(dil5,1)", _SNAS,
+     "(max,0)(max,1) | (sep5,0)(dil5,1) | (sep5,0)(sep5,1) | (sep5,0)(sep5,1)", _SNAS),
+    ("SNAS_moderate_edge_all",
+     "(dil5,0)(skip,1) | (sep3,0)(skip,1)(none,2) | (skip,0)(none,3)(none,2)(skip,1) "
+     "| (sep3,0)(dil5,1)(none,4)(none,3)(none,2)", _SNAS,
+     "(max,0)(max,1) | (sep5,0)(none,2)(dil5,1) | (none,3)(none,2)(sep5,0)(sep5,1) "
+     "| (none,4)(none,3)(none,2)(sep5,0)(sep5,1)", _SNAS),
+    ("SNAS_aggressive",
+     "(sep5,0)(skip,1) | (skip,0)(skip,1) | (dil5,1)(skip,0) | (skip,0)(dil5,1)", _SNAS,
+     "(sep5,0)(none,1) | (sep5,0)(none,1) | (none,1)(none,0) | (none,1)(none,0)", _SNAS),
+    ("SNAS_aggressive_edge_all",
+     "(sep5,0)(skip,1) | (skip,0)(skip,1)(none,2) | (dil5,1)(skip,0)(none,2)(none,3) "
+     "| (skip,0)(dil5,1)(none,2)(none,3)(none,4)", _SNAS,
+     "(sep5,0)(none,1) | (sep5,0)(none,1)(none,2) | (none,0)(none,1)(none,2)(none,3) "
+     "| (none,0)(none,1)(none,2)(none,3)(none,4)", _SNAS),
+]
+# fmt: on
+REGISTRY: dict[str, Genotype] = {
+    name: genotype_from_nodes(_nodes(normal), _nodes(reduce), n_concat, reduce_concat=r_concat)
+    for name, normal, n_concat, reduce, r_concat in _PUBLISHED
+}
+# DARTS's own code calls its second-order result plain "DARTS".
+REGISTRY["DARTS"] = REGISTRY["DARTS_V2"]
+
+
+def get_genotype(name: str) -> Genotype:
+    """Looks up a published genotype by name, e.g. ``get_genotype("SNAS_mild_edge_all")``.
+
+    Raises:
+        GenotypeError: for an unknown name, suggesting the nearest known one.
+    """
+    if name not in REGISTRY:
+        hint = _did_you_mean(name, list(REGISTRY))
+        raise GenotypeError(f"unknown genotype {name!r}{hint}; known: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def load_genotype(name_or_path: str | os.PathLike[str]) -> Genotype:
+    """Loads a genotype from a registry name or a JSON file written by :func:`save_genotype`.
+
+    A string that is a registry name wins over a file of the same name. A string that names no
+    file and looks like a name (no suffix, no folder) is reported as an unknown genotype name.
+
+    Raises:
+        GenotypeError: for an unknown name, a missing or unreadable file, invalid JSON, or an
+            invalid genotype; the message names the file.
+    """
+    if isinstance(name_or_path, str) and name_or_path in REGISTRY:
+        return REGISTRY[name_or_path]
+    path = Path(name_or_path)
+    looks_like_path = not isinstance(name_or_path, str) or path.suffix or len(path.parts) > 1
+    if not looks_like_path and not path.exists():
+        return get_genotype(str(name_or_path))
+    where = f"genotype file {str(path)!r}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise GenotypeError(f"{where}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise GenotypeError(f"{where}: not UTF-8 text: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise GenotypeError(f"{where}: invalid JSON: {exc}") from None
+    try:
+        return Genotype.from_dict(data)
+    except GenotypeError as exc:
+        # Drop the leading "genotype" so the file reads as the subject of the message.
+        raise GenotypeError(f"{where}: {re.sub(r'^genotype:? ', '', str(exc))}") from None
+
+
+def save_genotype(genotype: Genotype, path: str | os.PathLike[str]) -> None:
+    """Writes ``genotype`` as JSON atomically: a temp file in the same folder, then ``os.replace``.
+
+    Readers, and a crash mid-write, therefore see either the old file or the complete new one.
+    """
+    if not isinstance(genotype, Genotype):
+        raise GenotypeError(f"save_genotype: expected a Genotype, got {type(genotype).__name__}")
+    path = Path(path)
+    # One key per line keeps the file diffable without spreading every pair over three lines.
+    body = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in genotype.to_dict().items())
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write("{\n" + body + "\n}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,395 @@
+"""Fixed evaluation networks built from a ``Genotype`` (retraining), and their measured cost.
+
+Spec §11.1 (CIFAR child network), §11.3 (ImageNet), §15 (one init, both genotype forms).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from snas_ray.genotype import Genotype
+from snas_ray.ops import AuxiliaryHead, FactorizedReduce, ReLUConvBN, drop_path, make_op
+from snas_ray.supernet import reduction_layers
+
+__all__ = [
+    "AuxiliaryHeadImageNet",
+    "Cell",
+    "NetworkCIFAR",
+    "NetworkImageNet",
+    "NetworkCost",
+    "count_parameters",
+    "measure_cost",
+    "genotype_cost",
+]
+
+
+class Cell(nn.Module):
+    """A fixed cell: two preprocessed inputs, one node per ``genotype.node_inputs`` group.
+
+    Reads 8-entry (two per node, any node count) and 14-entry edge_all genotypes alike, because
+    the grouping comes from the genotype. 'none' entries build no module, so both forms of a SNAS
+    cell have the same ``state_dict``; in forward they still add zeros (see ``_zeros``).
+    """
+
+    def __init__(
+        self,
+        genotype: Genotype,
+        *,
+        c_pp: int,
+        c_p: int,
+        c: int,
+        reduction: bool,
+        reduction_prev: bool,
+    ) -> None:
+        super().__init__()
+        self.reduction = reduction
+        cell = "reduce" if reduction else "normal"
+        if reduction_prev:
+            self.preprocess0: nn.Module = FactorizedReduce(c_pp, c)
+        else:
+            self.preprocess0 = ReLUConvBN(c_pp, c, 1, 1, 0)
+        self.preprocess1 = ReLUConvBN(c_p, c, 1, 1, 0)
+        self.ops = nn.ModuleList()
+        # Per node: (index into self.ops, or None for 'none'; source state; stride).
+        self._nodes: list[list[tuple[int | None, int, int]]] = []
+        for entries in genotype.node_inputs(cell):
+            node = []
+            for op, src in entries:
+                stride = 2 if reduction and src < 2 else 1
+                if op == "none":
+                    node.append((None, src, stride))
+                else:
+                    node.append((len(self.ops), src, stride))
+                    self.ops.append(make_op(op, c, stride, affine=True))
+            self._nodes.append(node)
+        self.concat = tuple(getattr(genotype, f"{cell}_concat"))
+        self.multiplier = len(self.concat)
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float) -> torch.Tensor:
+        """Cell output: the channel concatenation of the ``concat`` states."""
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        for node in self._nodes:
+            total = None
+            for k, src, stride in node:
+                if k is None:
+                    out = _zeros(states[src], stride)
+                else:
+                    op = self.ops[k]
+                    out = op(states[src])
+                    # The reference exempts identity skips from drop-path (spec §11.1).
+                    if self.training and drop_prob > 0 and not isinstance(op, nn.Identity):
+                        out = drop_path(out, drop_prob)
+                total = out if total is None else total + out
+            states.append(total)
+        return torch.cat([states[i] for i in self.concat], dim=1)
+
+
+def _zeros(x: torch.Tensor, stride: int) -> torch.Tensor:
+    # The 'none' op (ops.Zero): zeros of the output shape, also for nodes whose entries are all
+    # 'none'. Computed from x rather than skipped, as the reference does, so every input the
+    # genotype names stays in the autograd graph: a cell input read only by 'none' entries (e.g.
+    # SNAS_aggressive's reduce cell) gets zero gradients, not None, so DDP needs no
+    # find_unused_parameters and weight decay treats it as the reference does.
+    return x[:, :, ::stride, ::stride].mul(0.0)
+
+
+class AuxiliaryHeadImageNet(nn.Module):
+    """ImageNet auxiliary classifier (spec §11.3), read after cell ``2L // 3``.
+
+    The reference pools a 7x7 map (224 px input) with a 5x5/2 window to 2x2; other sides pool
+    adaptively to the same 2x2. Pooling holds no state, so the choice is made per call and the
+    network need not know its input resolution.
+    """
+
+    def __init__(self, c: int, num_classes: int) -> None:
+        super().__init__()
+        self.relu = nn.ReLU(inplace=False)  # out of place: the cell output is reused afterwards
+        self.pool_7x7 = nn.AvgPool2d(5, stride=2, padding=0, count_include_pad=False)
+        self.pool_any = nn.AdaptiveAvgPool2d(2)
+        self.features = nn.Sequential(
+            nn.Conv2d(c, 128, 1, bias=False),
+            nn.BatchNorm2d(128),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False),
+            nn.BatchNorm2d(768),
+            nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pool = self.pool_7x7 if x.shape[-2:] == (7, 7) else self.pool_any
+        return self.classifier(self.features(pool(self.relu(x))).flatten(1))
+
+
+def _halve(side: int) -> int:
+    # Every stride-2 layer here (3x3 pad 1, 1x1 pad 0, pooling pad 1) rounds up.
+    return (side + 1) // 2
+
+
+class _Network(nn.Module):
+    """Cells, auxiliary head and classifier shared by the CIFAR and ImageNet networks."""
+
+    def _build(
+        self,
+        genotype: Genotype,
+        *,
+        c_stem: int,
+        c: int,
+        layers: int,
+        num_classes: int,
+        reduction_prev: bool,
+        aux_head: Callable[[int], nn.Module] | None,
+    ) -> None:
+        reductions = reduction_layers(layers)
+        self.aux_index = 2 * layers // 3
+        self.cells = nn.ModuleList()
+        c_pp, c_p, c_curr = c_stem, c_stem, c
+        self.auxiliary_head: nn.Module | None = None
+        for i in range(layers):
+            reduction = i in reductions
+            if reduction:
+                c_curr *= 2
+            cell = Cell(
+                genotype,
+                c_pp=c_pp,
+                c_p=c_p,
+                c=c_curr,
+                reduction=reduction,
+                reduction_prev=reduction_prev,
+            )
+            self.cells.append(cell)
+            reduction_prev = reduction
+            c_pp, c_p = c_p, cell.multiplier * c_curr
+            if i == self.aux_index and aux_head is not None:
+                self.auxiliary_head = aux_head(c_p)
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_p, num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # One scheme for 8-entry and edge_all genotypes (spec §15), the reference model.py's:
+        # convs N(0, sqrt(2 / (k_h k_w C_out))) (He, fan_out), BN gamma 1 / beta 0, Linear
+        # He-normal on fan_in with bias 0. model_edge_all.py's PyTorch-default init is dropped.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d) and m.affine:
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+
+    def _forward_cells(
+        self, s0: torch.Tensor, s1: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        logits_aux = None
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            if i == self.aux_index and self.auxiliary_head is not None and self.training:
+                logits_aux = self.auxiliary_head(s1)
+        logits = self.classifier(self.global_pooling(s1).flatten(1))
+        return logits, logits_aux
+
+
+class NetworkCIFAR(_Network):
+    """CIFAR-style child network (spec §3, §11.1): 3x3 stem to 3C, ``layers`` cells, GAP, Linear.
+
+    ``drop_path_prob`` is a plain attribute that the trainer updates every epoch (linear ramp).
+    """
+
+    def __init__(
+        self,
+        genotype: Genotype,
+        *,
+        init_channels: int,
+        layers: int,
+        num_classes: int,
+        auxiliary: bool = False,
+        in_channels: int = 3,
+        image_size: int = 32,
+        drop_path_prob: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.drop_path_prob = drop_path_prob
+        c_stem = 3 * init_channels
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem)
+        )
+        # The aux head reads the output of cell 2L // 3, after the reductions up to it.
+        aux_side = image_size
+        for _ in (r for r in reduction_layers(layers) if r <= 2 * layers // 3):
+            aux_side = _halve(aux_side)
+        self._build(
+            genotype,
+            c_stem=c_stem,
+            c=init_channels,
+            layers=layers,
+            num_classes=num_classes,
+            reduction_prev=False,
+            aux_head=(lambda c: AuxiliaryHead(c, num_classes, aux_side)) if auxiliary else None,
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits, and the auxiliary logits in training mode with an auxiliary head (else None)."""
+        s = self.stem(x)
+        return self._forward_cells(s, s)
+
+
+class NetworkImageNet(_Network):
+    """ImageNet child network (spec §11.3): two stride-4 and stride-8 stems, cells, GAP, Linear.
+
+    Defaults are the mobile setting (C = 48, 14 layers; spec §15). The final pooling is adaptive
+    rather than the reference's AvgPool 7, so resolutions other than 224 also run.
+    """
+
+    def __init__(
+        self,
+        genotype: Genotype,
+        *,
+        init_channels: int = 48,
+        layers: int = 14,
+        num_classes: int = 1000,
+        auxiliary: bool = False,
+        drop_path_prob: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.drop_path_prob = drop_path_prob
+        c = init_channels
+        self.stem0 = nn.Sequential(
+            nn.Conv2d(3, c // 2, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(c // 2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c // 2, c, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(c),
+        )
+        self.stem1 = nn.Sequential(
+            nn.ReLU(inplace=False),  # out of place: stem0's output is also cell 0's s0
+            nn.Conv2d(c, c, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(c),
+        )
+        self._build(
+            genotype,
+            c_stem=c,
+            c=c,
+            layers=layers,
+            num_classes=num_classes,
+            # s0 comes from stem0, one resolution above s1, so cell 0 factor-reduces it.
+            reduction_prev=True,
+            aux_head=(lambda c: AuxiliaryHeadImageNet(c, num_classes)) if auxiliary else None,
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits, and the auxiliary logits in training mode with an auxiliary head (else None)."""
+        s0 = self.stem0(x)
+        return self._forward_cells(s0, self.stem1(s0))
+
+
+_AUX_HEADS = (AuxiliaryHead, AuxiliaryHeadImageNet)
+
+
+def count_parameters(module: nn.Module, exclude_aux: bool = True) -> int:
+    """Number of parameter elements, by default leaving out auxiliary heads (as papers report)."""
+    skip: set[int] = set()
+    if exclude_aux:
+        for m in module.modules():
+            if isinstance(m, _AUX_HEADS):
+                skip.update(id(p) for p in m.parameters())
+    return sum(p.numel() for p in module.parameters() if id(p) not in skip)
+
+
+@dataclass(frozen=True)
+class NetworkCost:
+    """Measured cost of a network for one image.
+
+    Attributes:
+        params: Parameter elements without the auxiliary head (the figure papers report).
+        params_aux: Parameter elements including the auxiliary head.
+        flops: Multiply-adds over every Conv2d and Linear (ReLU, BN and pooling are ignored).
+        mac: Memory access in elements (ShuffleNet-V2): input + output + weights (biases
+            left out, as in spec §1.3) of every Conv2d, Linear and pooling layer.
+    """
+
+    params: int
+    params_aux: int
+    flops: int
+    mac: int
+
+
+_COUNTED = (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+
+
+def measure_cost(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 32, 32)) -> NetworkCost:
+    """Measure ``model`` with forward hooks on one eval-mode pass of a zero input.
+
+    Eval mode means the auxiliary head does not run, so it counts in ``params_aux`` only. Counts
+    are per image whatever the batch in ``input_shape``. Hooks are removed and every submodule's
+    training flag restored afterwards.
+    """
+    totals = {"flops": 0, "mac": 0}
+
+    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        n = output.shape[0]
+        x_el, y_el = inputs[0].numel() // n, output.numel() // n
+        if isinstance(module, nn.Conv2d):
+            k_h, k_w = module.kernel_size
+            w_el = module.weight.numel()
+            totals["flops"] += y_el * (module.in_channels // module.groups) * k_h * k_w
+        elif isinstance(module, nn.Linear):
+            w_el = module.weight.numel()
+            totals["flops"] += module.in_features * module.out_features
+        else:
+            w_el = 0  # pooling reads and writes, but holds no weights
+        totals["mac"] += x_el + y_el + w_el
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _COUNTED)]
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        ref = next(model.parameters(), torch.zeros(()))  # input on the model's device and dtype
+        with torch.no_grad():
+            model(torch.zeros(input_shape, device=ref.device, dtype=ref.dtype))
+    finally:
+        for h in handles:
+            h.remove()
+        for m, training in modes.items():
+            m.training = training
+    return NetworkCost(
+        params=count_parameters(model, exclude_aux=True),
+        params_aux=count_parameters(model, exclude_aux=False),
+        flops=totals["flops"],
+        mac=totals["mac"],
+    )
+
+
+def genotype_cost(
+    genotype: Genotype,
+    *,
+    init_channels: int,
+    layers: int,
+    num_classes: int = 10,
+    image_size: int = 32,
+    in_channels: int = 3,
+    auxiliary: bool = False,
+    imagenet: bool = False,
+) -> NetworkCost:
+    """Build the child network of ``genotype`` on CPU and measure it with :func:`measure_cost`.
+
+    Raises:
+        ValueError: for ``imagenet=True`` with ``in_channels != 3`` (the ImageNet stem is RGB).
+    """
+    shape = {"init_channels": init_channels, "layers": layers, "num_classes": num_classes}
+    model: nn.Module
+    if imagenet:
+        if in_channels != 3:
+            raise ValueError(f"imagenet networks take 3 input channels, got {in_channels}")
+        model = NetworkImageNet(genotype, auxiliary=auxiliary, **shape)
+    else:
+        model = NetworkCIFAR(
+            genotype, auxiliary=auxiliary, in_channels=in_channels, image_size=image_size, **shape
+        )
+    return measure_cost(model, (1, in_channels, image_size, image_size))
