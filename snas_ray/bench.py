@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from snas_ray.config import ExperimentConfig
+from snas_ray.cost import resource_penalty
 from snas_ray.search import SearchLoop
 from snas_ray.supernet import MixedOp, Supernet
 
@@ -51,29 +52,33 @@ def _sync(device: torch.device) -> None:
 
 def _reference_step(loop: SearchLoop, x: torch.Tensor, y: torch.Tensor, tau: float) -> None:
     """The reference's step: all ops incl. 'none', diagnostic backward passes when constrained."""
-    for m in loop.net.modules():
-        if isinstance(m, MixedOp):
-            m._active = list(range(len(m.ops)))
     loop.model.train()
     z = loop.sample_z(tau)
     out = loop.model(x, z)
     task = F.cross_entropy(out.logits, y)
-    from snas_ray.cost import resource_penalty
-
+    net = loop.net
     terms = resource_penalty(
-        list(loop.net.cost_tables), z, loop.net.cell_log_alpha(), loop.net.reduction, tau, loop.cfg.cost
+        list(net.cost_tables), z, net.cell_log_alpha(), net.reduction, tau, loop.cfg.cost
     )
     loss = task + loop.cfg.cost.resource_lambda * terms.penalty
-    params = loop.net.weight_parameters() + loop.net.arch_parameters()
     if loop.cfg.cost.resource_lambda > 0:
         for part in (terms.penalty, task):
-            torch.autograd.grad(part, loop.net.arch_parameters(), retain_graph=True, allow_unused=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, loop.cfg.optim.grad_clip)
-    loop.w_optim.step()
-    loop.a_optim.step()
+            torch.autograd.grad(part, net.arch_parameters(), retain_graph=True, allow_unused=True)
     loop.w_optim.zero_grad(set_to_none=True)
     loop.a_optim.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.weight_parameters(), loop.cfg.optim.grad_clip)
+    torch.nn.utils.clip_grad_norm_(net.arch_parameters(), loop.cfg.optim.arch_grad_clip)
+    loop.w_optim.step()
+    loop.a_optim.step()
+
+
+def _loop(cfg: ExperimentConfig, device: torch.device, image_size: int, batch) -> SearchLoop:
+    torch.manual_seed(cfg.seed)
+    net = Supernet(cfg.space, num_classes=10, image_size=image_size).to(device)
+    if cfg.search.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    return SearchLoop(cfg, net, [batch], [batch], device)
 
 
 def _time_steps(step, device: torch.device, warmup: int, steps: int) -> float:
@@ -98,24 +103,27 @@ def bench_search_step(
     compare_reference: bool = True,
 ) -> BenchResult:
     """Time ``steps`` search steps at ``batch_size`` on random images of side ``image_size``."""
-    torch.manual_seed(cfg.seed)
-    net = Supernet(cfg.space, num_classes=10, image_size=image_size).to(device)
     x = torch.randn(batch_size, 3, image_size, image_size, device=device)
     y = torch.randint(0, 10, (batch_size,), device=device)
-    batches = [(x, y)]
-    loop = SearchLoop(cfg, net, batches, batches, device)
+    loop = _loop(cfg, device, image_size, (x, y))
+    xf = x.contiguous(memory_format=loop.memory_format)
     tau = loop.tau(0)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    seconds = _time_steps(lambda: loop.step(x, y, tau), device, warmup, steps)
+    seconds = _time_steps(lambda: loop.step(xf, y, tau), device, warmup, steps)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**20
     else:  # ru_maxrss is in KiB on Linux: the process's peak resident memory
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     ref_ips = None
     if compare_reference:
+        # The reference keeps NCHW tensors and computes every op, 'none' included.
+        ref = _loop(cfg.replace(**{"search.channels_last": False}), device, image_size, (x, y))
+        for m in ref.net.modules():
+            if isinstance(m, MixedOp):
+                m.compute_all_ops()
         ref_seconds = _time_steps(
-            lambda: _reference_step(loop, x, y, tau), device, max(1, warmup // 2), steps
+            lambda: _reference_step(ref, x, y, tau), device, max(1, warmup // 2), steps
         )
         ref_ips = batch_size / ref_seconds
     ips = batch_size / seconds

@@ -38,7 +38,7 @@ class CheckpointError(SnasRayError):
 
 @dataclass(frozen=True)
 class RunPaths:
-    """The layout of one run folder; ``collect`` reads only ``genotype.json`` and ``result.json``."""
+    """The layout of one run folder; ``collect`` reads only genotype.json and result.json."""
 
     root: Path
 
@@ -119,7 +119,9 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a snas-ray checkpoint ({first})")
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or not a snas-ray checkpoint ({first})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"checkpoint {path} is not a snas-ray search checkpoint")
     return state

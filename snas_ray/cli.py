@@ -32,7 +32,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
     parser = argparse.ArgumentParser(
-        prog="snas-ray", description="Stochastic Neural Architecture Search, from laptop to cluster."
+        prog="snas-ray",
+        description="Stochastic Neural Architecture Search, from laptop to cluster.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -43,6 +44,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-resume",
         action="store_true",
         help="refuse to continue from a checkpoint already in --out",
+    )
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="Ray Train workers, one per GPU (gloo on CPU); 0 = in-process, no Ray (default)",
+    )
+    s.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        help="GPUs per worker (default: 1 when the cluster has GPUs and device is not cpu)",
+    )
+    s.add_argument(
+        "--address",
+        help="Ray cluster to join: auto or HOST:PORT (default: start a local one)",
+    )
+    s.add_argument(
+        "--storage",
+        help="Ray Train storage path or URI for checkpoints (default: OUT/ray; "
+        "multi-node runs need shared storage); same --out and --storage resume",
+    )
+    s.add_argument(
+        "--max-failures",
+        type=int,
+        default=3,
+        help="worker-group restarts from the last checkpoint (default 3; -1 = unlimited)",
     )
 
     b = sub.add_parser("bench", help="time the search step; prints JSON")
@@ -59,6 +86,37 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("genotype", help="print a genotype (registry name or JSON file)")
     g.add_argument("genotype", nargs="?", help="name or path; omit to list the registry")
     g.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    c = sub.add_parser("cost", help="params, FLOPs and MAC of a genotype's evaluation network")
+    c.add_argument("genotype", help="registry name (e.g. SNAS_mild) or genotype JSON file")
+    c.add_argument(
+        "--dataset",
+        choices=("cifar10", "imagenet", "digits"),
+        default="cifar10",
+        help="network and input: cifar10 C=36 L=20 32px; imagenet C=48 L=14 224px (mobile); "
+        "digits C=8 L=5 8px (experiments/digits-search.yaml). Default cifar10",
+    )
+    c.add_argument("--init-channels", type=int, help="override the dataset's C")
+    c.add_argument("--layers", type=int, help="override the dataset's number of cells")
+    c.add_argument("--auxiliary", action="store_true", help="include the auxiliary head")
+    c.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    k = sub.add_parser("collect", help="rank the runs of a sweep folder; Pareto front and report")
+    k.add_argument("sweep_dir", type=Path, help="folder holding run folders (searched recursively)")
+    k.add_argument("--out", type=Path, help="output folder (default: SWEEP_DIR/collect)")
+    k.add_argument("--metric", default="val_acc", help="result.json accuracy key (default val_acc)")
+    k.add_argument(
+        "--cost", choices=("params", "flops", "mac"), default="params", help="default params"
+    )
+    k.add_argument("--top", type=int, default=10, help="rows printed (default 10)")
+    k.add_argument(
+        "--retrain",
+        type=int,
+        default=0,
+        metavar="K",
+        help="retrain the K most accurate front genotypes into RUN/retrain, then collect again",
+    )
+    k.add_argument("--retrain-config", type=Path, help="config file passed to the retraining")
     return parser
 
 
@@ -79,7 +137,24 @@ def _cmd_search(args: argparse.Namespace) -> int:
         from snas_ray.config import SnasRayError
 
         raise SnasRayError(f"--out {out} already holds a checkpoint (drop --no-resume to resume)")
-    result = run_search(cfg, out, resume=not args.no_resume)
+    ray_flags = ("gpus_per_worker", "address", "storage")
+    if args.workers < 0 or (args.workers == 0 and any(getattr(args, f) for f in ray_flags)):
+        from snas_ray.config import SnasRayError
+
+        raise SnasRayError("--workers must be >= 1 with --gpus-per-worker/--address/--storage")
+    if args.workers >= 1:  # Ray is imported here only, so in-process runs never load it
+        from snas_ray.distributed import LaunchOptions, run_distributed_search
+
+        options = LaunchOptions(
+            workers=args.workers,
+            gpus_per_worker=args.gpus_per_worker,
+            address=args.address,
+            storage=args.storage,
+            max_failures=args.max_failures,
+        )
+        result = run_distributed_search(cfg, out, options)
+    else:
+        result = run_search(cfg, out, resume=not args.no_resume)
     print(
         json.dumps(
             {k: result[k] for k in ("val_acc", "params", "flops", "mac", "epochs_done")}
@@ -122,6 +197,63 @@ def _cmd_genotype(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cost(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from snas_ray.config import SnasRayError
+    from snas_ray.genotype import load_genotype
+    from snas_ray.report import COST_SETTINGS, evaluation_cost, format_count
+
+    genotype = load_genotype(args.genotype)
+    setting = COST_SETTINGS[args.dataset]
+    for name in ("init_channels", "layers"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise SnasRayError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        if value is not None:
+            setting = dataclasses.replace(setting, **{name: value})
+    cost = evaluation_cost(genotype, setting, auxiliary=args.auxiliary)
+    summary = {"genotype": args.genotype} | dataclasses.asdict(setting)
+    summary |= {"auxiliary": args.auxiliary} | dataclasses.asdict(cost)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    net = "NetworkImageNet" if setting.imagenet else "NetworkCIFAR"
+    side = setting.image_size
+    rows = [
+        ("genotype", args.genotype),
+        ("network", f"{net}, C={setting.init_channels}, {setting.layers} cells"),
+        ("input", f"{args.dataset}: 3x{side}x{side}, {setting.num_classes} classes"),
+        ("params", f"{cost.params:,} ({format_count(cost.params)}, without auxiliary head)"),
+    ]
+    if args.auxiliary:
+        rows.append(("params + aux", f"{cost.params_aux:,} ({format_count(cost.params_aux)})"))
+    rows += [
+        ("FLOPs", f"{cost.flops:,} ({format_count(cost.flops)} multiply-adds per image)"),
+        ("MAC", f"{cost.mac:,} ({format_count(cost.mac)} elements read + written per image)"),
+    ]
+    for key, value in rows:
+        print(f"{key:<13} {value}")
+    return 0
+
+
+def _cmd_collect(args: argparse.Namespace) -> int:
+    from snas_ray.collect import Leaderboard, collect
+
+    def run() -> Leaderboard:
+        lb = collect(args.sweep_dir, metric=args.metric, cost=args.cost)
+        report = lb.write(args.out or args.sweep_dir / "collect")
+        print(lb.format_table(args.top))
+        print(f"report: {report}")
+        return lb
+
+    lb = run()
+    if args.retrain > 0:
+        lb.retrain(args.retrain, config=args.retrain_config)
+        run()  # fold the retrained accuracies in
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``snas-ray`` console script."""
     args = build_parser().parse_args(argv)
@@ -129,7 +261,13 @@ def main(argv: list[str] | None = None) -> int:
     from snas_ray.config import SnasRayError
     from snas_ray.genotype import GenotypeError
 
-    commands = {"search": _cmd_search, "bench": _cmd_bench, "genotype": _cmd_genotype}
+    commands = {
+        "search": _cmd_search,
+        "bench": _cmd_bench,
+        "genotype": _cmd_genotype,
+        "cost": _cmd_cost,
+        "collect": _cmd_collect,
+    }
     try:
         return commands[args.command](args)
     except (SnasRayError, GenotypeError) as exc:

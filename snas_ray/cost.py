@@ -7,7 +7,7 @@ Cost formulas: shared/docs/snas-spec.md §1.3. Penalty and estimators: §7, with
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import NamedTuple
 
 import torch
@@ -26,11 +26,11 @@ __all__ = [
 ]
 
 COST_KINDS = ("size", "flops", "mac")
-# The reference's mixing of the three linear costs for separation 'all' (spec §7, unexplained there).
+# The reference's mix of the three linear costs for separation 'all' (spec §7; unexplained).
 _ALL_WEIGHTS = {"size": 0.43 * 2.0, "flops": 0.43 / 4000.0, "mac": 0.43 / 100.0}
 
 
-class Estimator(str, Enum):
+class Estimator(StrEnum):
     """How the penalty's gradient reaches the architecture logits (spec §7)."""
 
     REPARAMETRIZATION = "reparametrization"

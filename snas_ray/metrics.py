@@ -56,7 +56,9 @@ class JsonlSink:
         pass
 
     def log_epoch(self, epoch: int, step: int, metrics: dict[str, Any]) -> None:
-        record = {"epoch": epoch, "step": step, **metrics}
+        # "_"-prefixed keys are for people (console, TensorBoard), not for the record.
+        record = {"epoch": epoch, "step": step}
+        record.update({k: v for k, v in metrics.items() if not k.startswith("_")})
         self._lines.append(json.dumps(record, sort_keys=False))
         atomic_write_text(self.path, "".join(f"{line}\n" for line in self._lines))
 
@@ -80,8 +82,8 @@ class TensorBoardSink:
         for key, value in metrics.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 self.writer.add_scalar(f"epoch/{key}" if "/" not in key else key, value, step)
-        if "genotype" in metrics:
-            self.writer.add_text("genotype", f"```\n{metrics['genotype']}\n```", step)
+        if "_genotype_text" in metrics:
+            self.writer.add_text("genotype", f"```\n{metrics['_genotype_text']}\n```", step)
         self.writer.flush()
 
     def close(self) -> None:
@@ -127,8 +129,8 @@ class LoggingSink:
             metrics.get("cost/expected_size", float("nan")),
             metrics.get("time/epoch_s", float("nan")),
         )
-        if "genotype" in metrics:
-            logger.info("genotype after epoch %d:\n%s", epoch + 1, metrics["genotype"])
+        if "_genotype_text" in metrics:
+            logger.info("genotype after epoch %d:\n%s", epoch + 1, metrics["_genotype_text"])
 
     def close(self) -> None:
         pass

@@ -87,6 +87,9 @@ class SearchLoop:
         self.rank = rank
         self.world_size = world_size
         self.reduce_mean = reduce_mean
+        self.memory_format = (
+            torch.channels_last if cfg.search.channels_last else torch.contiguous_format
+        )
         o = cfg.optim
         self.w_optim = torch.optim.SGD(
             self.net.weight_parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
@@ -105,6 +108,10 @@ class SearchLoop:
         self.last_metrics: dict[str, Any] = {}
         full = len(train_loader)
         self.steps_per_epoch = min(full, cfg.search.steps_per_epoch or full)
+
+    def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        return x, y.to(self.device, non_blocking=True)
 
     # ----------------------------------------------------------------- schedules
     def tau(self, epoch: int) -> float:
@@ -177,7 +184,7 @@ class SearchLoop:
         self.net.eval()
         totals = torch.zeros(3, device=self.device)  # loss sum, correct, count
         for x, y in loader:
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            x, y = self._to_device(x, y)
             z = self.child_z() if child else self.sample_z(tau)
             logits = self.net(x, z).logits
             totals += torch.stack(
@@ -211,7 +218,7 @@ class SearchLoop:
         for batch, (x, y) in enumerate(self.train_loader):
             if batch >= self.steps_per_epoch:
                 break
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            x, y = self._to_device(x, y)
             metrics = self.step(x, y, tau)
             sink.log_step(self.global_step - 1, metrics)
             for k, v in metrics.items():
@@ -362,6 +369,8 @@ def build_search(
         image_size=splits.image_size,
         in_channels=splits.in_channels,
     ).to(device)
+    if cfg.search.channels_last:
+        net = net.to(memory_format=torch.channels_last)
     model = prepare_model(net)
     per_rank_batch = max(1, cfg.search.batch_size // world_size)
     train_loader = prepare_loader(

@@ -15,7 +15,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
 def tiny_cfg(*overrides: str) -> ExperimentConfig:
-    """A 3-cell (1 normal, 2 reduce), 4-channel search on 8 synthetic images; extra ``key=value`` overrides apply."""
+    """A 3-cell (1 normal, 2 reduce), 4-channel search on 8 synthetic images, plus overrides."""
     base = [
         "seed=0",
         "device=cpu",

@@ -83,7 +83,7 @@ def test_penalty_alone_moves_logits_toward_cheaper_ops(estimator, log_penalty):
     @torch.no_grad()
     def expected_size():
         p = torch.softmax(alpha_n, -1)
-        return float(sum((t[0] * p).sum() for t, r in zip(tables, reduction) if not r))
+        return float(sum((t[0] * p).sum() for t, r in zip(tables, reduction, strict=True) if not r))
 
     before = expected_size()
     for _ in range(150):

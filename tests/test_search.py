@@ -26,9 +26,13 @@ def test_one_step_changes_weights_and_logits():
     x, y = _batch(loop)
     metrics = loop.step(x, y, tau=1.0)
     assert all(k in metrics for k in ("train/loss", "train/acc1", "cost/penalty"))
-    moved_w = sum(not torch.equal(a, b) for a, b in zip(weights, loop.net.weight_parameters()))
+    moved_w = sum(
+        not torch.equal(a, b) for a, b in zip(weights, loop.net.weight_parameters(), strict=True)
+    )
     assert moved_w > len(weights) // 2
-    assert all(not torch.equal(a, b) for a, b in zip(alphas, loop.net.arch_parameters()))
+    assert all(
+        not torch.equal(a, b) for a, b in zip(alphas, loop.net.arch_parameters(), strict=True)
+    )
 
 
 @pytest.mark.parametrize("estimator", ["reparametrization", "discrete", "policy_gradient"])
@@ -112,20 +116,37 @@ def test_run_folder_is_complete(tmp_path):
     assert (root / "checkpoints" / "last.pt").is_file()
     saved = json.loads((root / "result.json").read_text())
     assert saved == result
-    for key in ("val_acc", "params", "flops", "mac", "epochs_done", "resource_lambda",
-                "estimator", "seed"):
+    for key in (
+        "val_acc",
+        "params",
+        "flops",
+        "mac",
+        "epochs_done",
+        "resource_lambda",
+        "estimator",
+        "seed",
+    ):
         assert key in saved
     assert 0.0 <= saved["val_acc"] <= 1.0 and saved["params"] > 0
     lines = [json.loads(x) for x in (root / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [0, 1]
-    for key in ("train/loss", "val/acc_child", "val/acc_relaxed", "arch/tau", "lr/weights",
-                "cost/expected_size", "cost/sampled_size", "arch/entropy_normal"):
+    for key in (
+        "train/loss",
+        "val/acc_child",
+        "val/acc_relaxed",
+        "arch/tau",
+        "lr/weights",
+        "cost/expected_size",
+        "cost/sampled_size",
+        "arch/entropy_normal",
+    ):
         assert key in lines[-1], key
     # the saved config reads back as the same config
     from snas_ray.config import ExperimentConfig
 
-    assert ExperimentConfig.from_dict(yaml.safe_load((root / "config.yaml").read_text())) == \
-        tiny_cfg("output.tensorboard=true")
+    assert ExperimentConfig.from_dict(
+        yaml.safe_load((root / "config.yaml").read_text())
+    ) == tiny_cfg("output.tensorboard=true")
 
 
 def test_finished_run_is_not_retrained(tmp_path):
