@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--no-reference", action="store_true", help="skip the reference-style step comparison"
     )
+    b.add_argument(
+        "--ray-overhead",
+        action="store_true",
+        help="instead: time --steps epochs (config data) in-process vs a 1-worker TorchTrainer",
+    )
 
     g = sub.add_parser("genotype", help="print a genotype (registry name or JSON file)")
     g.add_argument("genotype", nargs="?", help="name or path; omit to list the registry")
@@ -106,7 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--out", type=Path, help="output folder (default: SWEEP_DIR/collect)")
     k.add_argument("--metric", default="val_acc", help="result.json accuracy key (default val_acc)")
     k.add_argument(
-        "--cost", choices=("params", "flops", "mac"), default="params", help="default params"
+        "--cost",
+        choices=("params", "flops", "mac"),
+        default="params",
+        help="cost axis of the Pareto front (default params)",
     )
     k.add_argument("--top", type=int, default=10, help="rows printed (default 10)")
     k.add_argument(
@@ -116,7 +124,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K",
         help="retrain the K most accurate front genotypes into RUN/retrain, then collect again",
     )
-    k.add_argument("--retrain-config", type=Path, help="config file passed to the retraining")
+    k.add_argument("--retrain-config", type=Path, metavar="FILE", help="config for the retraining")
+
+    t = sub.add_parser("train", help="retrain a genotype from scratch, or --test a checkpoint")
+    _add_config_args(t)
+    t.add_argument("--genotype", help="registry name (e.g. SNAS_mild) or genotype.json file")
+    t.add_argument("--out", type=Path, help="run folder (default: runs/train-<genotype>)")
+    t.add_argument("--test", action="store_true", help="evaluate --checkpoint on the test split")
+    t.add_argument("--checkpoint", type=Path, help="retraining checkpoint for --test")
+    t.add_argument("--device", help="device for --test (default: the saved config's)")
+    t.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="Ray Train workers, as for search (gloo on CPU); 0 = in-process, no Ray (default)",
+    )
     return parser
 
 
@@ -172,6 +194,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from snas_ray.runfolder import resolve_device
 
     cfg = load_config(args.config, args.overrides)
+    if args.ray_overhead:  # imports Ray, so only on request
+        from snas_ray.distributed import bench_overhead
+
+        overhead = bench_overhead(cfg, epochs=args.steps, device=str(resolve_device(args.device)))
+        print(json.dumps(overhead | {"torch": torch.__version__}))
+        return 0
     result = bench_search_step(
         cfg,
         resolve_device(args.device),
@@ -237,6 +265,43 @@ def _cmd_cost(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from snas_ray.config import SnasRayError, load_config
+
+    if args.test:
+        from snas_ray.retrain_run import evaluate_checkpoint
+
+        if args.checkpoint is None or args.config or args.genotype:
+            raise SnasRayError("--test takes --checkpoint PATH (and --set, --device), no more")
+        result = evaluate_checkpoint(args.checkpoint, args.overrides, args.device)
+        print(f"test top-1 {result['test_acc']:.4f} top-5 {result['test_acc5']:.4f}")
+        print(json.dumps(result))
+        return 0
+    if args.checkpoint or args.device:
+        raise SnasRayError("--checkpoint and --device go with --test")
+    from snas_ray.genotype import load_genotype
+
+    cfg = load_config(args.config, args.overrides)
+    if args.genotype:
+        cfg = cfg.replace(**{"train.genotype": args.genotype})
+    load_genotype(cfg.train.genotype)  # a bad name or file fails before torch and data load
+    if args.workers < 0:
+        raise SnasRayError(f"--workers must be >= 0, got {args.workers}")
+    out = args.out or Path("runs") / f"train-{Path(cfg.train.genotype).stem}"
+    if args.workers >= 1:  # Ray is imported here only
+        from snas_ray.distributed import LaunchOptions
+        from snas_ray.distributed.retrain import run_distributed_retrain
+
+        result = run_distributed_retrain(cfg, out, LaunchOptions(workers=args.workers))
+    else:
+        from snas_ray.retrain_run import run_retrain
+
+        result = run_retrain(cfg, out)
+    keys = ("test_acc", "test_acc5", "best_test_acc", "params", "flops", "epochs_done")
+    print(json.dumps({k: result[k] for k in keys} | {"out": str(out)}))
+    return 0
+
+
 def _cmd_collect(args: argparse.Namespace) -> int:
     from snas_ray.collect import Leaderboard, collect
 
@@ -267,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         "genotype": _cmd_genotype,
         "cost": _cmd_cost,
         "collect": _cmd_collect,
+        "train": _cmd_train,
     }
     try:
         return commands[args.command](args)

@@ -26,6 +26,7 @@ __all__ = [
     "SearchConfig",
     "DatasetConfig",
     "OutputConfig",
+    "TrainConfig",
     "ExperimentConfig",
     "load_config",
     "apply_overrides",
@@ -35,7 +36,7 @@ __all__ = [
 
 ESTIMATORS = ("reparametrization", "discrete", "policy_gradient")
 SEPARATIONS = ("all", "size", "flops", "mac")
-DATASETS = ("cifar10", "digits", "synthetic")
+DATASETS = ("cifar10", "digits", "synthetic", "imagenet")
 _PRIMITIVES = (
     "none",
     "max_pool_3x3",
@@ -226,6 +227,54 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class TrainConfig:
+    """Retraining a genotype from scratch (spec §11); defaults are the CIFAR-10 paper settings."""
+
+    genotype: str = "SNAS_mild_edge_all"  # registry name or genotype.json path
+    network: str = "cifar"  # "cifar" (stem + cells) or "imagenet" (two stride-2 stems)
+    init_channels: int = 36
+    layers: int = 20
+    epochs: int = 600
+    batch_size: int = 96
+    eval_batch_size: int = 256
+    lr: float = 0.025
+    lr_schedule: str = "cosine"  # "cosine" down to lr_min, or "step": lr * lr_gamma ** epoch
+    lr_min: float = 0.0
+    lr_gamma: float = 0.97
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    auxiliary: bool = True
+    auxiliary_weight: float = 0.4
+    drop_path_prob: float = 0.2  # reached at the last epoch; linear ramp from 0
+    label_smoothing: float = 0.0  # training loss only; evaluation is plain cross-entropy
+    steps_per_epoch: int = 0  # 0 = the whole train split each epoch
+    log_every: int = 50
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        _check(bool(self.genotype), "train.genotype", "must name a genotype or a file")
+        _one_of(self.network, ("cifar", "imagenet"), "train.network")
+        _check(self.init_channels >= 2, "train.init_channels", "must be >= 2")
+        _check(self.layers >= 1, "train.layers", "must be >= 1")
+        _check(self.epochs >= 1, "train.epochs", "must be >= 1")
+        _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
+        _check(self.eval_batch_size >= 1, "train.eval_batch_size", "must be >= 1")
+        _check(self.lr > 0, "train.lr", "must be > 0")
+        _one_of(self.lr_schedule, ("cosine", "step"), "train.lr_schedule")
+        _check(0 <= self.lr_min <= self.lr, "train.lr_min", "must be in [0, train.lr]")
+        _check(0 < self.lr_gamma <= 1, "train.lr_gamma", "must be in (0, 1]")
+        _check(self.momentum >= 0, "train.momentum", "must be >= 0")
+        _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+        _check(self.grad_clip > 0, "train.grad_clip", "must be > 0")
+        _check(self.auxiliary_weight >= 0, "train.auxiliary_weight", "must be >= 0")
+        _check(0.0 <= self.drop_path_prob < 1.0, "train.drop_path_prob", "must be in [0, 1)")
+        _check(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", "must be in [0, 1)")
+        _check(self.steps_per_epoch >= 0, "train.steps_per_epoch", "must be >= 0")
+        _check(self.log_every >= 1, "train.log_every", "must be >= 1")
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """The root config: one section per component plus the run seed."""
 
@@ -238,6 +287,7 @@ class ExperimentConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     data: DatasetConfig = field(default_factory=DatasetConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
         _check(

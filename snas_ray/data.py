@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
 CIFAR10_STD = (0.24703233, 0.24348505, 0.26158768)
 
-_DATASETS = ("cifar10", "digits", "synthetic")
+_DATASETS = ("cifar10", "digits", "synthetic", "imagenet")
 _NUM_CLASSES = 10
 _DIGITS_TEST_FRACTION = 0.2
 
@@ -272,6 +272,13 @@ def _build_synthetic(cfg: DatasetConfig) -> DataSplits:
     )
 
 
+def _build_imagenet(cfg: DatasetConfig) -> DataSplits:
+    from snas_ray.imagenet import imagenet_folders  # imports this module; only ImageNet needs it
+
+    train, val, test, num_classes, side = imagenet_folders(cfg)
+    return DataSplits(train, val, test, num_classes, 3, side)
+
+
 def build_datasets(cfg: DatasetConfig) -> DataSplits:
     """Builds the train/val/test splits that ``cfg`` describes.
 
@@ -293,7 +300,12 @@ def build_datasets(cfg: DatasetConfig) -> DataSplits:
         >>> len(splits.train), splits.image_size
         (8, 16)
     """
-    builders = {"cifar10": _build_cifar10, "digits": _build_digits, "synthetic": _build_synthetic}
+    builders = {
+        "cifar10": _build_cifar10,
+        "digits": _build_digits,
+        "synthetic": _build_synthetic,
+        "imagenet": _build_imagenet,
+    }
     if cfg.name not in builders:
         raise DataError(
             f"data.name: unknown dataset '{cfg.name}' (allowed: {', '.join(_DATASETS)})"

@@ -1,0 +1,164 @@
+"""Retraining a genotype: both forms step, drop-path ramps, resume is exact, ImageFolder, digits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_cfg
+from PIL import Image
+
+from snas_ray import cli
+from snas_ray.checkpoint import load_checkpoint
+from snas_ray.config import ConfigError
+from snas_ray.genotype import get_genotype, save_genotype
+from snas_ray.retrain import RetrainLoop, build_retrain, retrain_genotype
+from snas_ray.retrain_run import run_retrain
+
+_TINY = (
+    "train.layers=3",
+    "train.init_channels=4",
+    "train.epochs=3",
+    "train.batch_size=4",
+    "train.eval_batch_size=8",
+    "train.log_every=1000",
+    "train.auxiliary=true",
+    "train.drop_path_prob=0.3",
+)
+
+
+def tiny_train_cfg(*overrides: str):
+    return tiny_cfg(*_TINY, *overrides)
+
+
+def _params(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("name", ["SNAS_mild", "SNAS_mild_edge_all"])
+def test_one_step_each_genotype_form(name):
+    loop = build_retrain(tiny_train_cfg(), "cpu", genotype=get_genotype(name))
+    before = _params(loop.net)
+    x, y = next(iter(loop.train_loader))
+    metrics = loop.step(x, y)
+    assert np.isfinite(metrics["train/loss"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, loop.net.parameters(), strict=True))
+    loss, acc1, acc5 = loop.evaluate()
+    assert np.isfinite(loss) and 0 <= acc1 <= acc5 <= 1
+
+
+def _epochs(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_drop_path_ramp_and_exact_resume(tmp_path, monkeypatch):
+    cfg = tiny_train_cfg()
+    whole = run_retrain(cfg, tmp_path / "whole")
+    records = _epochs(tmp_path / "whole")
+    # Linear ramp p_e = drop_path_prob * e / epochs, set at the start of epoch e.
+    assert [r["train/drop_path_prob"] for r in records] == pytest.approx([0.0, 0.1, 0.2])
+    assert [r["epoch"] for r in records] == [0, 1, 2]
+
+    original = RetrainLoop.train_epoch
+
+    def interrupt(self, epoch, sink):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return original(self, epoch, sink)
+
+    monkeypatch.setattr(RetrainLoop, "train_epoch", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_retrain(cfg, tmp_path / "split")
+    assert load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")["epoch"] == 1
+    monkeypatch.setattr(RetrainLoop, "train_epoch", original)
+    resumed = run_retrain(cfg, tmp_path / "split")
+
+    assert [r["epoch"] for r in _epochs(tmp_path / "split")] == [0, 1, 2]
+    a = load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["test_acc"] == whole["test_acc"] and resumed["epochs_done"] == 3
+
+
+def _write_image_folder(root: Path, per_class: dict[str, int]) -> None:
+    rng = np.random.default_rng(0)
+    for split, n in per_class.items():
+        for k, cls in enumerate(("ants", "bees")):
+            folder = root / split / cls
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) // (k + 1)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+
+
+def test_imagenet_network_trains_one_step_on_image_folder(tmp_path):
+    _write_image_folder(tmp_path / "tiny-imagenet", {"train": 3, "val": 2})
+    cfg = tiny_train_cfg(
+        "data.name=imagenet",
+        f"data.root={tmp_path / 'tiny-imagenet'}",
+        "data.image_size=32",
+        "data.val_on_test=true",
+        "data.limit=0",
+        "train.network=imagenet",
+        "train.init_channels=8",
+    )
+    loop = build_retrain(cfg, "cpu", genotype=get_genotype("SNAS_moderate"))
+    assert len(loop.train_loader.dataset) == 6 and len(loop.test_loader.dataset) == 4
+    x, y = next(iter(loop.train_loader))
+    assert x.shape[1:] == (3, 32, 32)
+    before = _params(loop.net)
+    assert np.isfinite(loop.step(x, y)["train/loss"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, loop.net.parameters(), strict=True))
+    assert loop.net.classifier.out_features == 2
+    _, acc1, acc5 = loop.evaluate()
+    assert acc5 == 1.0 and 0 <= acc1 <= 1  # top-5 of two classes always hits
+
+
+def test_digits_from_genotype_json_well_above_chance_and_test_mode(tmp_path, capsys):
+    save_genotype(get_genotype("SNAS_mild"), tmp_path / "genotype.json")  # as a search leaves it
+    config = tmp_path / "digits.yaml"
+    config.write_text(
+        "device: cpu\n"
+        "train: {init_channels: 6, layers: 3, epochs: 2, batch_size: 64, lr: 0.05,\n"
+        "        auxiliary: false, drop_path_prob: 0.1, log_every: 1000}\n"
+        "data: {name: digits, image_size: 8, val_on_test: true}\n"
+        "output: {tensorboard: true}\n"
+    )
+    result = retrain_genotype(tmp_path / "genotype.json", tmp_path / "run", config=config)
+    assert result["test_acc"] > 0.6, result  # chance is 0.1
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert saved["genotype"] == get_genotype("SNAS_mild").to_dict()
+    assert saved["epochs_done"] == 2 and saved["params"] > 0 and saved["flops"] > 0
+    assert any((tmp_path / "run" / "tb").iterdir())
+
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"
+    assert cli.main(["train", "--test", "--checkpoint", str(checkpoint)]) == 0
+    out = capsys.readouterr().out
+    assert f"test top-1 {result['test_acc']:.4f}" in out
+    assert json.loads(out.splitlines()[-1])["test_acc"] == pytest.approx(result["test_acc"])
+
+
+def test_bad_genotype_name_is_one_line_exit_2(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "snas_ray", "train", "--genotype", "SNAS_mildd"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("snas-ray: error: unknown genotype 'SNAS_mildd'")
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_train_config_rejects_bad_values():
+    with pytest.raises(ConfigError, match="train.network"):
+        tiny_train_cfg("train.network=resnet")
+    with pytest.raises(ConfigError, match="train.drop_path_prob"):
+        tiny_train_cfg("train.drop_path_prob=1.5")
