@@ -27,7 +27,14 @@ from snas_ray.genotype import Genotype
 from snas_ray.sampling import arch_entropy, gumbel_softmax_sample, one_hot_argmax, temperature
 from snas_ray.supernet import Supernet, derive_genotype, unwrap
 
-__all__ = ["SearchLoop", "SearchResult", "build_search", "learning_rate", "identity"]
+__all__ = [
+    "SearchLoop",
+    "SearchResult",
+    "build_search",
+    "check_same_search",
+    "learning_rate",
+    "identity",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -341,6 +348,12 @@ def _check_same_search(current: dict[str, Any], saved: dict[str, Any]) -> None:
                 f"checkpoint was made with {key}={b.get(key)!r}, this run has {a.get(key)!r} "
                 "(use a new --out folder to start a different search)"
             )
+
+
+def check_same_search(cfg: ExperimentConfig, state: dict[str, Any]) -> None:
+    """Raise :class:`CheckpointError` unless ``state`` was saved by the search ``cfg`` describes
+    (what :meth:`SearchLoop.load_state_dict` checks, without building a loop)."""
+    _check_same_search(cfg.to_dict(), state.get("config", {}))
 
 
 def build_search(
