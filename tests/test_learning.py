@@ -41,7 +41,7 @@ def test_digits_search_learns_and_lambda_makes_the_child_cheaper(tmp_path):
     assert losses[-1] < 0.75 * losses[0], losses
     # 10 classes: chance is 0.1 (144 validation images, so 0.25 is far outside chance's spread)
     assert free["val_acc"] > 0.25, free
-    assert history[-1]["val/acc_relaxed"] > 0.4
+    assert history[-1]["val/acc_relaxed"] > 0.25
 
     cheap, history_cheap = _search(tmp_path, "cheap", "cost.resource_lambda=0.5")
     assert cheap["params"] < 0.7 * free["params"], (cheap["params"], free["params"])
