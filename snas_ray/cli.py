@@ -1,4 +1,4 @@
-"""``snas-ray`` command line: search | bench | genotype.
+"""``snas-ray`` command line: search | bench | genotype | cost | collect | train.
 
 Only this module sets up logging handlers. Errors users can fix (config, data, checkpoint,
 genotype) print one line and exit with status 2, without a traceback.
