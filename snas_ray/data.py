@@ -23,6 +23,7 @@ from torchvision import datasets, transforms
 from snas_ray.config import DatasetConfig, SnasRayError
 
 __all__ = [
+    "TransformedSubset",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "DataError",
@@ -107,10 +108,11 @@ class _CIFAR10Files(datasets.CIFAR10):
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
 
 
-class _TransformedSubset(Dataset):
+class TransformedSubset(Dataset):
     """Rows ``indices`` of a PIL-returning dataset, each passed through ``transform``.
 
-    Train and val share one loaded CIFAR-10 train split but need different transforms.
+    Train and val share one loaded train split (CIFAR-10, ImageNet folders) but need different
+    transforms.
     """
 
     def __init__(self, base: Dataset, indices: Sequence[int], transform: Callable) -> None:
@@ -196,19 +198,17 @@ def _build_cifar10(cfg: DatasetConfig) -> DataSplits:
     train_tf, test_tf = _cifar_transforms(cfg)
     train_split = _load_cifar10(cfg, train=True)
     test_split = _load_cifar10(cfg, train=False)
-    test = _TransformedSubset(test_split, _limit(range(len(test_split)), cfg.limit), test_tf)
+    test = TransformedSubset(test_split, _limit(range(len(test_split)), cfg.limit), test_tf)
     if cfg.val_on_test:
-        train = _TransformedSubset(
-            train_split, _limit(range(len(train_split)), cfg.limit), train_tf
-        )
+        train = TransformedSubset(train_split, _limit(range(len(train_split)), cfg.limit), train_tf)
         val = test
     else:
         n = len(train_split)
         # Legacy RandomState: its stream is frozen across numpy versions, so the split is too.
         order = np.random.RandomState(cfg.split_seed).permutation(n)
         n_val = _val_count(cfg, n)
-        train = _TransformedSubset(train_split, _limit(order[n_val:], cfg.limit), train_tf)
-        val = _TransformedSubset(train_split, _limit(order[:n_val], cfg.limit), test_tf)
+        train = TransformedSubset(train_split, _limit(order[n_val:], cfg.limit), train_tf)
+        val = TransformedSubset(train_split, _limit(order[:n_val], cfg.limit), test_tf)
     size = cfg.image_size or 32
     return DataSplits(train, val, test, len(train_split.classes), 3, size)
 

@@ -10,12 +10,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 from torchvision import datasets, transforms
 
 from snas_ray.config import DatasetConfig
-from snas_ray.data import DataError
+from snas_ray.data import DataError, TransformedSubset
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "imagenet_transforms", "imagenet_folders"]
 
@@ -37,22 +36,6 @@ def imagenet_transforms(cfg: DatasetConfig) -> tuple[Callable, Callable]:
     resize = round(side * 256 / 224)  # the reference's 256 -> 224 ratio at any side
     test = [transforms.Resize(resize), transforms.CenterCrop(side)]
     return transforms.Compose(train + tail), transforms.Compose(test + tail)
-
-
-class _Rows(Dataset):
-    """Rows ``indices`` of an ImageFolder (PIL images), each passed through ``transform``."""
-
-    def __init__(self, base: datasets.ImageFolder, indices: Sequence[int], transform: Callable):
-        self.base = base
-        self.indices = [int(i) for i in indices]
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        img, target = self.base[self.indices[i]]
-        return self.transform(img), int(target)
 
 
 def _folder(root: Path, split: str) -> datasets.ImageFolder:
@@ -83,9 +66,9 @@ def imagenet_folders(cfg: DatasetConfig) -> tuple[Dataset, Dataset, Dataset, int
     def cut(idx: Sequence[int]) -> Sequence[int]:
         return idx[: cfg.limit] if cfg.limit > 0 else idx
 
-    test = _Rows(test_base, cut(range(len(test_base))), test_tf)
+    test = TransformedSubset(test_base, cut(range(len(test_base))), test_tf)
     if cfg.val_on_test:
-        train, val = _Rows(train_base, cut(range(len(train_base))), train_tf), test
+        train, val = TransformedSubset(train_base, cut(range(len(train_base))), train_tf), test
     else:
         order = np.random.RandomState(cfg.split_seed).permutation(len(train_base))
         n_val = round(cfg.val_fraction * len(order))
@@ -94,6 +77,6 @@ def imagenet_folders(cfg: DatasetConfig) -> tuple[Dataset, Dataset, Dataset, int
                 f"data.val_fraction: {cfg.val_fraction} of {len(order)} images leaves a split "
                 "empty (or set data.val_on_test=true)"
             )
-        train = _Rows(train_base, cut(order[n_val:]), train_tf)
-        val = _Rows(train_base, cut(order[:n_val]), test_tf)
+        train = TransformedSubset(train_base, cut(order[n_val:]), train_tf)
+        val = TransformedSubset(train_base, cut(order[:n_val]), test_tf)
     return train, val, test, len(train_base.classes), cfg.image_size or _DEFAULT_SIDE
