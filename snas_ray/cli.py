@@ -1,4 +1,4 @@
-"""``snas-ray`` command line: search | bench | genotype | cost | collect | train.
+"""``snas-ray`` command line: search | sweep | bench | genotype | cost | collect | train.
 
 Only this module sets up logging handlers. Errors users can fix (config, data, checkpoint,
 genotype) print one line and exit with status 2, without a traceback.
@@ -71,6 +71,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=3,
         help="worker-group restarts from the last checkpoint (default 3; -1 = unlimited)",
     )
+
+    w = sub.add_parser(
+        "sweep", help="a population of searches on Ray Tune (the config's sweep: section)"
+    )
+    _add_config_args(w)
+    w.add_argument("--out", type=Path, help="sweep folder (default: runs/<config name>)")
+    w.add_argument(
+        "--resume",
+        action="store_true",
+        help="require an interrupted sweep in --out to continue (re-running continues anyway)",
+    )
+    w.add_argument(
+        "--address", help="Ray cluster to join: auto or HOST:PORT (default: start a local one)"
+    )
+    w.add_argument("--no-collect", action="store_true", help="skip the collector at the end")
+    w.add_argument("--verbose", action="store_true", help="show every trial's own log lines")
 
     b = sub.add_parser("bench", help="time the search step; prints JSON")
     _add_config_args(b)
@@ -183,6 +199,27 @@ def _cmd_search(args: argparse.Namespace) -> int:
             | {"out": str(out)}
         )
     )
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from snas_ray.sweep_spec import load_sweep
+
+    spec = load_sweep(args.config, args.overrides)  # validated before Ray is imported
+    out = args.out or Path("runs") / (args.config.stem if args.config else "sweep")
+    from snas_ray.distributed.sweep import format_rows, run_sweep
+
+    rows = run_sweep(
+        spec,
+        out,
+        resume=True if args.resume else None,
+        address=args.address,
+        collect=not args.no_collect,
+        verbose=args.verbose,
+    )
+    print(format_rows(rows))
+    if not args.no_collect:
+        print(f"report: {Path(out) / 'collect' / 'report.md'}")
     return 0
 
 
@@ -328,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
 
     commands = {
         "search": _cmd_search,
+        "sweep": _cmd_sweep,
         "bench": _cmd_bench,
         "genotype": _cmd_genotype,
         "cost": _cmd_cost,

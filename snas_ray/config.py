@@ -58,7 +58,10 @@ class ConfigError(SnasRayError):
 
     def __init__(self, field_name: str, message: str) -> None:
         super().__init__(f"config error: {field_name}: {message}")
-        self.field_name = field_name
+        self.field_name, self.message = field_name, message
+
+    def __reduce__(self) -> tuple[Any, ...]:  # Ray copies and pickles errors raised in trials
+        return (type(self), (self.field_name, self.message))
 
 
 def _check(ok: bool, field_name: str, message: str) -> None:
@@ -462,5 +465,8 @@ def load_config(
         if not isinstance(loaded, dict):
             raise ConfigError("--config", f"{p} must hold a mapping of sections")
         tree = loaded
+    for section in ("sweep", "tune"):
+        if section in tree:
+            raise ConfigError(section, "belongs to a sweep config: run it with `snas-ray sweep`")
     cfg = ExperimentConfig.from_dict(tree)
     return apply_overrides(cfg, overrides or [])

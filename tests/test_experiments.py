@@ -8,19 +8,36 @@ import pytest
 
 from snas_ray.config import load_config
 from snas_ray.supernet import Supernet
+from snas_ray.sweep_spec import load_sweep
 
 CONFIGS = sorted((Path(__file__).parents[1] / "experiments").glob("*.yaml"))
 
 
 def test_there_are_configs():
     names = {p.name for p in CONFIGS}
-    assert {"digits-search.yaml", "cifar10-search-8cell.yaml"} <= names
+    assert {"digits-search.yaml", "cifar10-search-8cell.yaml", "digits-sweep.yaml"} <= names
+
+
+def test_digits_sweep_is_two_lambdas_by_three_estimators():
+    spec = load_sweep(CONFIGS[0].parent / "digits-sweep.yaml")
+    points = spec.grid_points()
+    assert spec.num_trials == len(points) == 6
+    assert {p["cost.resource_lambda"] for p in points} == {0.0, 1e-2}
+    assert {p["cost.estimator"] for p in points} == {
+        "reparametrization",
+        "discrete",
+        "policy_gradient",
+    }
+    assert spec.base.data.name == "digits" and spec.options.early_stopping is False
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_config_loads_and_builds(path):
-    cfg = load_config(path)
     if "sweep" in path.name:
-        return
+        spec = load_sweep(path)
+        assert spec.num_trials >= 2
+        cfg = spec.base
+    else:
+        cfg = load_config(path)
     net = Supernet(cfg.space, num_classes=10, image_size=8 if cfg.data.name == "digits" else 32)
     assert len(net.cells) == cfg.space.layers

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import statistics
 import tempfile
@@ -39,6 +40,7 @@ from snas_ray.genotype import Genotype, save_genotype
 from snas_ray.runfolder import checkpoint_hook, make_sinks, write_config, write_outputs
 from snas_ray.search import SearchLoop, build_search, check_same_search, identity
 from snas_ray.supernet import Supernet
+from snas_ray.sweep_spec import progress_metrics
 
 __all__ = [
     "STATE_FILE",
@@ -89,20 +91,30 @@ def run_name(out: Path | str) -> str:
     return f"snas-{root.name}-{hashlib.sha1(str(root).encode()).hexdigest()[:8]}"
 
 
-def connect(address: str | None = None) -> bool:
+def connect(address: str | None = None, *, min_cpus: float = 0) -> bool:
     """Join the Ray cluster at ``address`` or start a small local one; False if already joined.
 
-    A local cluster gets a 256 MiB object store instead of 30% of RAM. Authentication is Ray's
-    default (token mode since 2.59); set ``RAY_AUTH_MODE`` to change it (ray-notes §5, §12).
+    A local cluster gets a 256 MiB object store instead of 30% of RAM, and at least
+    ``min_cpus`` logical CPUs (a nested sweep trial needs its workers' CPUs plus a sliver for
+    itself). Authentication is Ray's default (token mode since 2.59); set ``RAY_AUTH_MODE`` to
+    change it (ray-notes §5, §12).
     """
     if ray.is_initialized():
         return False
     if address is None and "RAY_ADDRESS" not in os.environ:
         # "local": a new cluster even if `ray start` left one running (join it with "auto").
         # The dashboard serves the State API that Train's placement-group cleaner polls.
-        ray.init(address="local", object_store_memory=_OBJECT_STORE_BYTES, include_dashboard=True)
+        cpus = max(os.cpu_count() or 1, math.ceil(min_cpus))
+        context = ray.init(
+            address="local",
+            num_cpus=cpus,
+            object_store_memory=_OBJECT_STORE_BYTES,
+            include_dashboard=True,
+        )
     else:
-        ray.init(address=address)
+        context = ray.init(address=address)
+    if context.dashboard_url:
+        logger.info("Ray dashboard: http://%s", context.dashboard_url)
     return True
 
 
@@ -221,7 +233,7 @@ class EpochReporter:
             for k, v in record.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)
         }
-        metrics.update(epoch=epoch, step=loop.global_step)
+        metrics.update(progress_metrics(cfg, record, epoch), step=loop.global_step)
         due = loop.epoch % cfg.output.checkpoint_every == 0 or loop.epoch == cfg.search.epochs
         if not due:
             ray.train.report(metrics)
@@ -326,6 +338,7 @@ def _fit(
     *,
     train_fn: Callable[[dict[str, Any]], Any] = train_fn_per_worker,
     extra: dict[str, Any] | None = None,
+    callbacks: list[Any] | None = None,
 ) -> ray.train.Result:
     use_gpu = _use_gpu(cfg, options)
     if cfg.data.name == "cifar10" and not Path(cfg.data.root).is_absolute():
@@ -356,6 +369,7 @@ def _fit(
             storage_path=storage,
             failure_config=FailureConfig(max_failures=options.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks,
         ),
     )
     logger.info(

@@ -1,0 +1,383 @@
+"""Populations of searches on Ray Tune: one trial per point of a :class:`SweepSpec`.
+
+Train inside Tune (ray-notes §0): each trial is a function that runs a full search, in the
+trial's own process for one worker, or through a nested TorchTrainer (reporting to Tune with
+``TuneReportCallback``) for more. FIFO scheduling unless early stopping is asked for, since a
+single-metric scheduler kills the cheap high-lambda trials a Pareto sweep exists to find.
+
+Sweep folder::
+
+    OUT/sweep.yaml          the resolved sweep (a re-run must match it to continue)
+    OUT/runs/NNN-.../       one complete search run folder per trial, named by its settings
+    OUT/tune/               Ray Tune's experiment state (resume), per-trial logs, TensorBoard
+    OUT/sweep_results.json  per-trial settings, status and result, rewritten at the end
+    OUT/collect/            leaderboard, Pareto front and report (``snas-ray collect``)
+
+Re-running the same command continues: finished trials are kept, interrupted ones resume from
+their run folder's last checkpoint, errored ones are retried.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+import yaml
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from snas_ray.checkpoint import RunPaths, atomic_write_json, atomic_write_text
+from snas_ray.config import ExperimentConfig, SnasRayError
+from snas_ray.distributed.train import LaunchOptions, _fit, connect, run_name
+from snas_ray.runfolder import (
+    checkpoint_hook,
+    make_sinks,
+    resolve_device,
+    write_config,
+    write_outputs,
+)
+from snas_ray.search import build_search, check_same_search, resume_if_possible
+from snas_ray.sweep_spec import (
+    SweepSpec,
+    progress_metrics,
+    sweep_from_dict,
+    trial_dirname,
+)
+
+__all__ = ["SweepError", "format_rows", "max_concurrent_trials", "run_sweep", "sweep_trial"]
+
+logger = logging.getLogger(__name__)
+
+SPEC_FILE = "sweep.yaml"
+RESULTS_FILE = "sweep_results.json"
+TUNE_DIR = "tune"
+_DRIVER_CPU = 0.01  # a nested trial only drives its TorchTrainer; Tune rejects zero resources
+
+
+class SweepError(SnasRayError):
+    """Trials failed after their retries, or the sweep folder holds another sweep."""
+
+
+# --------------------------------------------------------------------------- trial side
+def _final_metrics(cfg: ExperimentConfig, summary: dict[str, Any]) -> dict[str, Any]:
+    final = summary.get("final_metrics", {})
+    return progress_metrics(cfg, final, summary["epochs_done"] - 1) | {
+        "child_params": summary["params"],
+        "child_flops": summary["flops"],
+        "done": True,
+    }
+
+
+def _finished(paths: RunPaths, cfg: ExperimentConfig) -> dict[str, Any] | None:
+    """The run folder's result if this exact search already finished (a driver killed late)."""
+    if not paths.result.is_file() or not paths.config.is_file():
+        return None
+    try:
+        summary = json.loads(paths.result.read_text())
+        check_same_search(cfg, {"config": yaml.safe_load(paths.config.read_text())})
+    except (OSError, ValueError, yaml.YAMLError, SnasRayError):
+        return None
+    return summary if summary.get("epochs_done") == cfg.search.epochs else None
+
+
+def _search_in_trial(cfg: ExperimentConfig, paths: RunPaths, threads: int) -> dict[str, Any]:
+    """The search in this trial's process (one worker): as ``snas-ray search`` runs it."""
+    torch.set_num_threads(threads)
+    loop = build_search(cfg, resolve_device(cfg.device))
+    resume_if_possible(loop, paths)
+    write_config(cfg, paths)
+    save = checkpoint_hook(paths)
+
+    def after_epoch(loop: Any, record: dict[str, Any]) -> None:
+        save(loop, record)  # checkpoint first: a killed trial's last act may be its report
+        tune.report(progress_metrics(cfg, record, loop.epoch - 1))
+
+    sink = make_sinks(loop, paths)
+    try:
+        result = loop.run(sink, after_epoch=after_epoch)
+    finally:
+        sink.close()
+    return write_outputs(loop, paths, result)
+
+
+def _search_nested(
+    cfg: ExperimentConfig, paths: RunPaths, spec: SweepSpec, threads: int
+) -> dict[str, Any]:
+    """The search on ``workers_per_trial`` Ray Train workers; their reports reach Tune."""
+    opts = spec.options
+    options = LaunchOptions(
+        workers=opts.workers_per_trial,
+        gpus_per_worker=opts.gpus_per_worker,
+        cpus_per_worker=opts.cpus_per_worker,
+        storage=str(paths.root / "ray"),
+        max_failures=opts.max_failures,
+        name=run_name(paths.root),  # stable, so a retried trial resumes the same Train run
+    )
+    result = _fit(cfg, paths, options, extra={"threads": threads}, callbacks=[TuneReportCallback()])
+    summary = (result.return_value or {}).get("result")
+    if summary is None:
+        raise SweepError(f"the Train run of {paths.root.name} returned no result")
+    if not paths.result.is_file():  # rank 0 ran on a node that does not share OUT
+        atomic_write_json(paths.result, summary)
+    return summary
+
+
+def sweep_trial(
+    config: dict[str, Any], *, spec_tree: dict[str, Any], out: str, log_level: int
+) -> None:
+    """The Tune trainable: one search of the sweep, into ``OUT/runs/<settings>``."""
+    spec = sweep_from_dict(spec_tree)
+    logging.getLogger("snas_ray").setLevel(log_level)
+    trial_id = tune.get_context().get_trial_id()
+    assignment = {p.key: config[p.key] for p in spec.params}
+    cfg = spec.trial_config(assignment)
+    index = int(trial_id.rsplit("_", 1)[-1])  # Tune's per-experiment trial counter
+    paths = RunPaths(Path(out) / "runs" / trial_dirname(index, assignment)).make()
+    summary = _finished(paths, cfg)
+    if summary is None:
+        threads = max(1, int(spec.options.cpus_per_worker))
+        if spec.options.workers_per_trial == 1:
+            summary = _search_in_trial(cfg, paths, threads)
+        else:
+            summary = _search_nested(cfg, paths, spec, threads)
+    tune.report(_final_metrics(cfg, summary) | {"run_dir": str(paths.root)})
+
+
+# --------------------------------------------------------------------------- driver side
+def _param_space(spec: SweepSpec) -> dict[str, Any]:
+    space: dict[str, Any] = {}
+    for p in spec.params:
+        if p.kind == "grid":
+            space[p.key] = tune.grid_search(list(p.values))
+        elif p.kind == "choice":
+            space[p.key] = tune.choice(list(p.values))
+        elif p.kind == "uniform":
+            space[p.key] = tune.uniform(*p.values)
+        else:
+            space[p.key] = tune.loguniform(*p.values)
+    return space
+
+
+def _trial_resources(spec: SweepSpec) -> dict[str, float]:
+    opts = spec.options
+    if opts.workers_per_trial == 1:
+        return {"cpu": opts.cpus_per_worker, "gpu": opts.gpus_per_worker}
+    return {"cpu": _DRIVER_CPU}
+
+
+def max_concurrent_trials(spec: SweepSpec, cluster: dict[str, float]) -> int:
+    """How many trials the cluster's CPUs and GPUs fit at once (at least 1)."""
+    opts = spec.options
+    if opts.max_concurrent_trials:
+        return opts.max_concurrent_trials
+    driver = _DRIVER_CPU if opts.workers_per_trial > 1 else 0.0
+    need = {
+        "CPU": opts.workers_per_trial * opts.cpus_per_worker + driver,
+        "GPU": opts.workers_per_trial * opts.gpus_per_worker,
+    }
+    fits = [math.floor(cluster.get(k, 0.0) / v + 1e-9) for k, v in need.items() if v > 0]
+    n = min(fits)
+    if n < 1:
+        have = ", ".join(f"{cluster.get(k, 0):g} {k}" for k in need)
+        logger.warning(
+            "one trial needs %s but the cluster has %s: waiting for an autoscaler",
+            ", ".join(f"{v:g} {k}" for k, v in need.items() if v > 0),
+            have,
+        )
+    return max(1, min(n, spec.num_trials))
+
+
+def _reporter(spec: SweepSpec) -> tune.CLIReporter:
+    params = {p.key: p.key.rsplit(".", 1)[-1] for p in spec.params}
+    metrics = {
+        "epoch": "epoch",
+        "val_acc": "val_acc",
+        "val_acc_relaxed": "relaxed",
+        "expected_params": "E[params]",
+        "child_params": "child params",
+    }
+    return tune.CLIReporter(
+        parameter_columns=params, metric_columns=metrics, max_report_frequency=20
+    )
+
+
+def _prepare_folder(spec: SweepSpec, out: Path, resume: bool | None) -> bool:
+    """Write or check ``sweep.yaml``; True when there is a Tune experiment to continue."""
+    spec_file = out / SPEC_FILE
+    state = out / TUNE_DIR
+    restorable = tune.Tuner.can_restore(str(state))
+    if resume and not restorable:
+        raise SweepError(f"--resume: {out} holds no sweep to continue (run without --resume)")
+    if spec_file.is_file():
+        saved = sweep_from_dict(yaml.safe_load(spec_file.read_text()))
+        if saved.identity() != spec.identity():
+            raise SweepError(
+                f"{out} holds a different sweep (see {spec_file}); choose another --out"
+            )
+    elif restorable:
+        raise SweepError(f"{out} holds a Tune experiment but no {SPEC_FILE}; choose another --out")
+    atomic_write_text(spec_file, yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    return restorable
+
+
+def _absolute_roots(spec: SweepSpec) -> SweepSpec:
+    # Trials run in Tune's trial folders, not in the caller's cwd.
+    root = spec.base.data.root
+    if Path(root).is_absolute():
+        return spec
+    base = spec.base.replace(**{"data.root": str(Path(root).resolve())})
+    return SweepSpec(base, spec.params, spec.options)
+
+
+def _summarize(results: Any, spec: SweepSpec, out: Path) -> list[dict[str, Any]]:
+    rows = []
+    for result in results:
+        metrics = result.metrics or {}
+        run_dir = metrics.get("run_dir")
+        summary: dict[str, Any] = {}
+        if run_dir and (Path(run_dir) / "result.json").is_file():
+            summary = json.loads((Path(run_dir) / "result.json").read_text())
+        rows.append(
+            {
+                "trial": Path(result.path).name if result.path else None,
+                "run_dir": run_dir,
+                "settings": {p.key: result.config.get(p.key) for p in spec.params},
+                "status": "error" if result.error else ("done" if summary else "stopped"),
+                "error": str(result.error).strip().splitlines()[-1][:300] if result.error else None,
+                "val_acc": summary.get("val_acc"),
+                "params": summary.get("params"),
+                "flops": summary.get("flops"),
+                "epochs_done": summary.get("epochs_done", metrics.get("epoch", -1) + 1),
+            }
+        )
+    rows.sort(key=lambda r: r["run_dir"] or "")
+    atomic_write_json(out / RESULTS_FILE, rows)
+    return rows
+
+
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    """A plain table of the trials, for the terminal."""
+    lines = [f"{'run':<48} {'status':<8} {'val_acc':>8} {'params':>10}"]
+    for r in rows:
+        name = Path(r["run_dir"]).name if r["run_dir"] else str(r["settings"])
+        acc = f"{r['val_acc']:.4f}" if r["val_acc"] is not None else "-"
+        params = f"{r['params']:,}" if r["params"] is not None else "-"
+        lines.append(f"{name[:48]:<48} {r['status']:<8} {acc:>8} {params:>10}")
+    return "\n".join(lines)
+
+
+def run_sweep(
+    spec: SweepSpec,
+    out: Path | str,
+    *,
+    resume: bool | None = None,
+    address: str | None = None,
+    collect: bool = True,
+    verbose: bool = False,
+) -> list[dict[str, Any]]:
+    """Run a sweep into ``out`` (or continue it); returns one row per trial.
+
+    ``resume``: None continues an interrupted sweep found in ``out`` and starts one otherwise;
+    True requires one. Raises :class:`SweepError` when trials still failed after retries.
+    """
+    out = Path(out).resolve()
+    spec = _absolute_roots(spec)
+    restorable = _prepare_folder(spec, out, resume)
+    opts = spec.options
+    nested = opts.workers_per_trial > 1
+    # A nested trial holds a sliver of CPU while its workers hold theirs: one more logical CPU.
+    started = connect(address, min_cpus=opts.workers_per_trial * opts.cpus_per_worker + nested)
+    try:
+        # Our progress table (chosen columns) needs Tune's classic reporter.
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+        limit = max_concurrent_trials(spec, ray.cluster_resources())
+        trainable = tune.with_resources(
+            tune.with_parameters(
+                sweep_trial,
+                spec_tree=spec.to_dict(),
+                out=str(out),
+                log_level=logging.INFO if verbose else logging.WARNING,
+            ),
+            _trial_resources(spec),
+        )
+        logger.info(
+            "sweep: %d trial(s), %d at a time, %s per trial; follow with `tensorboard --logdir %s`",
+            spec.num_trials,
+            limit,
+            f"{spec.options.workers_per_trial} worker(s)",
+            out / "runs",
+        )
+        if restorable:
+            logger.info("continuing the sweep in %s", out)
+            tuner = tune.Tuner.restore(
+                str(out / TUNE_DIR),
+                trainable,
+                resume_unfinished=True,
+                resume_errored=True,
+                param_space=_param_space(spec),
+            )
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space=_param_space(spec),
+                tune_config=tune.TuneConfig(
+                    num_samples=spec.num_samples,
+                    max_concurrent_trials=limit,
+                    scheduler=_scheduler(spec),
+                ),
+                run_config=tune.RunConfig(
+                    name=TUNE_DIR,
+                    storage_path=str(out),
+                    failure_config=tune.FailureConfig(max_failures=spec.options.max_failures),
+                    progress_reporter=_reporter(spec),
+                    verbose=1,
+                ),
+            )
+        results = tuner.fit()
+    finally:
+        if started:
+            ray.shutdown()
+    rows = _summarize(results, spec, out)
+    if collect and any(r["status"] == "done" for r in rows):
+        from snas_ray.collect import collect as collect_runs
+
+        collect_runs(out / "runs").write(out / "collect")
+    failed = [r for r in rows if r["status"] == "error"]
+    if failed:
+        raise SweepError(
+            f"{len(failed)} of {len(rows)} trials failed ({failed[0]['error']}); "
+            "run the same command again to retry them"
+        )
+    if not spec.options.early_stopping and any(r["status"] == "stopped" for r in rows):
+        # Without a scheduler only an interrupt (Ctrl-C) leaves a trial unfinished.
+        unfinished = sum(r["status"] == "stopped" for r in rows)
+        raise SweepError(
+            f"{unfinished} of {len(rows)} trials unfinished (interrupted); "
+            "run the same command again to continue them"
+        )
+    return rows
+
+
+def _scheduler(spec: SweepSpec) -> Any:
+    opts = spec.options
+    if not opts.early_stopping:
+        return None  # FIFO: every trial runs to the end
+    logger.warning(
+        "early stopping on %s: ASHA stops the least accurate trials, which in a lambda sweep "
+        "are the cheap ones the Pareto front needs",
+        opts.stop_metric,
+    )
+    return tune.schedulers.ASHAScheduler(
+        time_attr="training_iteration",
+        metric=opts.stop_metric,
+        mode="max",
+        max_t=spec.base.search.epochs + 1,  # one report per epoch plus the final one
+        grace_period=opts.grace_epochs,
+        reduction_factor=opts.reduction_factor,
+    )

@@ -1,0 +1,209 @@
+"""Ray Tune sweeps end to end on CPU: a complete sweep folder, nested Train trials, and a sweep
+whose driver is killed mid-run and then continued by running the same command again."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+
+from snas_ray.collect import collect
+from snas_ray.distributed.sweep import SweepError, max_concurrent_trials, run_sweep
+from snas_ray.sweep_spec import sweep_from_dict
+
+ROOT = Path(__file__).parents[2]
+
+TINY = {
+    "seed": 0,
+    "device": "cpu",
+    "space": {"layers": 3, "init_channels": 4},
+    "search": {"epochs": 2, "batch_size": 4, "eval_batch_size": 8, "log_every": 1000},
+    "data": {"name": "synthetic", "image_size": 8, "synthetic_size": 32, "limit": 8},
+}
+
+
+def _spec(sweep, tune=None, **base):
+    return sweep_from_dict(TINY | base | {"sweep": sweep, "tune": tune or {}})
+
+
+def _epochs(run: Path) -> list[int]:
+    return [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_concurrency_follows_the_cluster():
+    one = _spec({"seed": {"grid": list(range(8))}})
+    assert max_concurrent_trials(one, {"CPU": 4.0}) == 4
+    assert max_concurrent_trials(one, {"CPU": 64.0}) == 8  # never more than the trials
+    half = _spec({"seed": {"grid": list(range(8))}}, {"gpus_per_worker": 0.5})
+    assert max_concurrent_trials(half, {"CPU": 16.0, "GPU": 2.0}) == 4
+    ddp = _spec({"seed": {"grid": list(range(8))}}, {"workers_per_trial": 2, "gpus_per_worker": 1})
+    assert max_concurrent_trials(ddp, {"CPU": 8.0, "GPU": 8.0}) == 3  # CPUs bind first
+    assert max_concurrent_trials(ddp, {"CPU": 0.0, "GPU": 0.0}) == 1  # an autoscaler may add
+    fixed = _spec({"seed": {"grid": [0, 1]}}, {"max_concurrent_trials": 1})
+    assert max_concurrent_trials(fixed, {"CPU": 8.0}) == 1
+
+
+def test_sweep_leaves_a_complete_sweep_folder(tmp_path):
+    spec = _spec(
+        {"cost.resource_lambda": {"grid": [0, 0.05]}},
+        output={"tensorboard": True},
+    )
+    out = tmp_path / "sweep"
+    rows = run_sweep(spec, out)
+    assert not ray.is_initialized()  # the local cluster it started is gone
+
+    runs = sorted((out / "runs").iterdir())
+    assert [r.name for r in runs] == ["000-lambda=0", "001-lambda=0.05"]
+    for run, lam in zip(runs, (0.0, 0.05), strict=True):
+        assert _epochs(run) == [0, 1]
+        assert yaml.safe_load((run / "config.yaml").read_text())["cost"]["resource_lambda"] == lam
+        result = json.loads((run / "result.json").read_text())
+        assert result["resource_lambda"] == lam and result["epochs_done"] == 2
+        assert (run / "genotype.json").is_file() and (run / "checkpoints" / "last.pt").is_file()
+        assert list((run / "tb").glob("events.out.tfevents.*"))
+    assert [r["status"] for r in rows] == ["done", "done"]
+    assert json.loads((out / "sweep_results.json").read_text()) == rows
+    assert (out / "sweep.yaml").is_file()
+    # Tune saw one report per epoch plus the final one, with the progress-table metrics.
+    progress = sorted((out / "tune").glob("*/progress.csv"))
+    assert len(progress) == 2
+    header, *lines = progress[0].read_text().splitlines()
+    assert {"val_acc", "expected_params", "epoch"} <= set(header.split(",")) and len(lines) == 3
+    # The collector reads the sweep without Ray and skips Tune's own trial folders.
+    board = collect(out)
+    assert len(board.rows) == 2 and not board.skipped
+    assert (out / "collect" / "pareto.png").is_file() and (out / "collect" / "report.md").is_file()
+
+
+def test_nested_trainer_trials_report_to_tune(tmp_path):
+    spec = _spec(
+        {"cost.estimator": {"grid": ["reparametrization", "policy_gradient"]}},
+        {"workers_per_trial": 2, "max_concurrent_trials": 1, "max_failures": 0},
+        **{"cost": {"resource_lambda": 0.01}},
+    )
+    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.1"
+    ray.init(
+        address="local",
+        num_cpus=4,  # a trial's sliver + 2 workers; logical CPUs may exceed the 2 cores
+        object_store_memory=200 * 1024**2,
+        include_dashboard=True,
+    )
+    try:
+        rows = run_sweep(spec, tmp_path / "sweep", collect=False)
+        assert ray.is_initialized()  # a cluster it joined is left running
+    finally:
+        ray.shutdown()
+        os.environ.pop("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", None)
+    assert [r["status"] for r in rows] == ["done", "done"]
+    for row in rows:
+        run = Path(row["run_dir"])
+        assert _epochs(run) == [0, 1]
+        assert list((run / "ray").iterdir())  # the Train run's own storage, per trial
+        assert json.loads((run / "result.json").read_text())["estimator"] == run.name.split("=")[-1]
+    # TuneReportCallback forwarded each epoch's rank-0 report, then the trial's final one.
+    for progress in (tmp_path / "sweep" / "tune").glob("*/progress.csv"):
+        header, *lines = progress.read_text().splitlines()
+        assert "val_acc" in header.split(",") and len(lines) == 3
+
+
+def _session_processes(sid: int) -> list[int]:
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:  # after the name: state, ppid, pgrp, session
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def _kill_session(sid: int) -> None:
+    """SIGKILL the driver and every Ray process it started (they share its session)."""
+    for pid in _session_processes(sid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + 20
+    while _session_processes(sid) and time.time() < deadline:
+        time.sleep(0.2)
+
+
+def test_killed_sweep_driver_resumes_and_runs_every_trial_once(tmp_path):
+    tree = TINY | {
+        "search": TINY["search"] | {"epochs": 5},
+        "data": TINY["data"] | {"image_size": 16, "limit": 96},
+        "sweep": {"cost.resource_lambda": {"grid": [0, 0.05]}},
+        "tune": {"max_concurrent_trials": 1},
+    }
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump(tree, sort_keys=False))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "snas_ray", "sweep", "--config", str(config)]
+    command += ["--out", str(out)]
+    ray_tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")  # short: Ray's socket paths
+    env = os.environ | {"RAY_TMPDIR": ray_tmp, "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled"}
+    first, second = out / "runs" / "000-lambda=0", out / "runs" / "001-lambda=0.05"
+
+    proc = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            metrics = second / "metrics.jsonl"
+            done = metrics.is_file() and len(metrics.read_text().splitlines())
+            if (first / "result.json").is_file() and done and 2 <= done < 5:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"sweep ended or stalled before the second trial ran: {proc.stderr.read()}")
+    finally:
+        _kill_session(proc.pid)
+    killed_at = _epochs(second)
+    finished_before = (first / "result.json").read_bytes()
+    finished_mtime = (first / "result.json").stat().st_mtime_ns
+    lines_before = (second / "metrics.jsonl").read_text().splitlines()
+    assert not (second / "result.json").exists() and 2 <= len(killed_at) < 5
+
+    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "continuing the sweep" in again.stderr
+    # The finished trial was not run again; the interrupted one resumed from its checkpoint,
+    # so its finished epochs' lines (wall times included) are untouched, and none repeats.
+    assert (first / "result.json").read_bytes() == finished_before
+    assert (first / "result.json").stat().st_mtime_ns == finished_mtime
+    assert _epochs(first) == _epochs(second) == [0, 1, 2, 3, 4]
+    resumed = (second / "metrics.jsonl").read_text().splitlines()
+    checkpointed = len(killed_at)  # checkpoint_every 1: each logged epoch was saved first
+    assert resumed[: checkpointed - 1] == lines_before[: checkpointed - 1]
+    rows = json.loads((out / "sweep_results.json").read_text())
+    assert [r["status"] for r in rows] == ["done", "done"]
+    assert sorted(p.name for p in (out / "runs").iterdir()) == [first.name, second.name]
+
+
+def test_a_different_sweep_in_the_same_folder_is_refused(tmp_path):
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "sweep.yaml").write_text(
+        yaml.safe_dump(_spec({"seed": {"grid": [0, 1]}}).to_dict(), sort_keys=False)
+    )
+    with pytest.raises(SweepError, match="different sweep"):
+        run_sweep(_spec({"seed": {"grid": [0, 2]}}), out)
+    assert not ray.is_initialized()
