@@ -1,4 +1,4 @@
-"""``snas-ray`` command line: search | sweep | bench | genotype | cost | collect | train.
+"""``snas-ray`` command line: search | sweep | submit | bench | genotype | cost | collect | train.
 
 Only this module sets up logging handlers. Errors users can fix (config, data, checkpoint,
 genotype) print one line and exit with status 2, without a traceback.
@@ -87,6 +87,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--no-collect", action="store_true", help="skip the collector at the end")
     w.add_argument("--verbose", action="store_true", help="show every trial's own log lines")
+
+    j = sub.add_parser(
+        "submit",
+        help="send a search/sweep/train/collect command to a running Ray cluster as a job",
+        description="Example: snas-ray submit --address http://127.0.0.1:8265 -- "
+        "sweep --config experiments/cifar10-sweep.yaml --out /mnt/shared/sweeps/cifar10",
+    )
+    j.add_argument(
+        "--address",
+        help="the cluster's dashboard URL (default: $RAY_API_SERVER_ADDRESS, else "
+        "http://127.0.0.1:8265, e.g. an SSH tunnel or kubectl port-forward)",
+    )
+    j.add_argument(
+        "--working-dir", type=Path, default=Path("."), help="project folder to upload (default .)"
+    )
+    j.add_argument("--no-wait", action="store_true", help="print the job id instead of its log")
+    j.add_argument("job", nargs=argparse.REMAINDER, help="-- then a snas-ray command line")
 
     b = sub.add_parser("bench", help="time the search step; prints JSON")
     _add_config_args(b)
@@ -220,6 +237,32 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     print(format_rows(rows))
     if not args.no_collect:
         print(f"report: {Path(out) / 'collect' / 'report.md'}")
+    return 0
+
+
+_SUBMITTABLE = ("search", "sweep", "train", "collect")
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    import os
+
+    from snas_ray.config import SnasRayError, load_config
+
+    job = args.job[1:] if args.job[:1] == ["--"] else args.job
+    if not job or job[0] not in _SUBMITTABLE:
+        raise SnasRayError(f"submit needs -- and one of: {', '.join(_SUBMITTABLE)} (got {job[:1]})")
+    inner = build_parser().parse_args(job)  # flag typos fail here, not on the cluster
+    if getattr(inner, "config", None) is not None:  # so do config errors
+        if inner.command == "sweep":
+            from snas_ray.sweep_spec import load_sweep
+
+            load_sweep(inner.config, inner.overrides)
+        elif inner.command == "search":
+            load_config(inner.config, inner.overrides)
+    address = args.address or os.environ.get("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:8265")
+    from snas_ray.distributed.submit import submit
+
+    submit(job, address=address, working_dir=args.working_dir, wait=not args.no_wait)
     return 0
 
 
@@ -366,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {
         "search": _cmd_search,
         "sweep": _cmd_sweep,
+        "submit": _cmd_submit,
         "bench": _cmd_bench,
         "genotype": _cmd_genotype,
         "cost": _cmd_cost,

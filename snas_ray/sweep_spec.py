@@ -53,7 +53,7 @@ class SweepOptions:
     workers_per_trial: int = 1  # 1: the search runs inside the trial; >1: a nested TorchTrainer
     cpus_per_worker: float = 1.0  # also the trial's torch threads (at least 1)
     gpus_per_worker: float = 0.0  # fractions only when workers_per_trial == 1
-    max_concurrent_trials: int = 0  # 0: as many as the cluster's CPUs/GPUs fit
+    max_concurrent_trials: int = 0  # 0: as resources allow (nested trials: as they fit now)
     max_failures: int = 2  # retries of a failed trial (it resumes from its last checkpoint)
     early_stopping: bool = False  # ASHA on stop_metric; kills cheap high-lambda trials first
     stop_metric: str = "val_acc"

@@ -37,3 +37,12 @@ def tiny_cfg(*overrides: str) -> ExperimentConfig:
 @pytest.fixture
 def tiny() -> ExperimentConfig:
     return tiny_cfg()
+
+
+# Lines a test wants in the CI log: `pytest -q` hides what passing tests print.
+REPORT: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    for line in REPORT:
+        terminalreporter.write_line(line)

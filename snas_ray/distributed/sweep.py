@@ -172,23 +172,30 @@ def _trial_resources(spec: SweepSpec) -> dict[str, float]:
 
 
 def max_concurrent_trials(spec: SweepSpec, cluster: dict[str, float]) -> int:
-    """How many trials the cluster's CPUs and GPUs fit at once (at least 1)."""
+    """How many trials may run at once.
+
+    One-worker trials: all of them; Tune starts what the cluster fits and queues the rest,
+    which an autoscaler sees as demand. Nested trials: as many as the cluster's CPUs and GPUs
+    fit now (at least 1), since a trial waiting for its workers still holds its own slot and
+    ends in worker-group start-up timeouts (ray-notes §6.5).
+    """
     opts = spec.options
     if opts.max_concurrent_trials:
         return opts.max_concurrent_trials
-    driver = _DRIVER_CPU if opts.workers_per_trial > 1 else 0.0
+    if opts.workers_per_trial == 1:
+        return spec.num_trials
     need = {
-        "CPU": opts.workers_per_trial * opts.cpus_per_worker + driver,
+        "CPU": opts.workers_per_trial * opts.cpus_per_worker + _DRIVER_CPU,
         "GPU": opts.workers_per_trial * opts.gpus_per_worker,
     }
     fits = [math.floor(cluster.get(k, 0.0) / v + 1e-9) for k, v in need.items() if v > 0]
     n = min(fits)
     if n < 1:
-        have = ", ".join(f"{cluster.get(k, 0):g} {k}" for k in need)
         logger.warning(
-            "one trial needs %s but the cluster has %s: waiting for an autoscaler",
+            "one trial needs %s but the cluster has %s now: one trial at a time "
+            "(set tune.max_concurrent_trials on an autoscaling cluster)",
             ", ".join(f"{v:g} {k}" for k, v in need.items() if v > 0),
-            have,
+            ", ".join(f"{cluster.get(k, 0):g} {k}" for k in need),
         )
     return max(1, min(n, spec.num_trials))
 
@@ -347,7 +354,7 @@ def run_sweep(
     if collect and any(r["status"] == "done" for r in rows):
         from snas_ray.collect import collect as collect_runs
 
-        collect_runs(out / "runs").write(out / "collect")
+        collect_runs(out).write(out / "collect")  # finds runs/ and skips Tune's folders
     failed = [r for r in rows if r["status"] == "error"]
     if failed:
         raise SweepError(

@@ -265,6 +265,25 @@ def _worker_logging(rank: int, level: int) -> None:
         package.addHandler(handler)
 
 
+def _placement(context: Any, world: int) -> list[dict[str, Any]]:
+    """Every rank's host address and node rank (Train numbers nodes by IP address)."""
+    own = {
+        "rank": context.get_world_rank(),
+        "ip": ray.util.get_node_ip_address(),
+        "node_rank": context.get_node_rank(),
+        "local_rank": context.get_local_rank(),
+    }
+    if world == 1:
+        return [own]
+    every: list[Any] = [None] * world
+    dist.all_gather_object(every, own)
+    return every
+
+
+def _describe(p: dict[str, Any]) -> str:
+    return f"rank {p['rank']} on {p['ip']} (node {p['node_rank']}, local {p['local_rank']})"
+
+
 def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     """One Ray Train worker of a search.
 
@@ -274,7 +293,8 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             and optionally ``log_level`` and ``threads``.
 
     Returns:
-        ``result``: the ``result.json`` dict (rank 0; None elsewhere); ``started_at``,
+        ``result``: the ``result.json`` dict (rank 0; None elsewhere); ``placement``: each
+        rank's host IP and node rank; ``started_at``,
         ``epoch_wall_s`` and ``hook_s`` (report and checkpoint), which :func:`bench_overhead`
         reads.
     """
@@ -285,6 +305,9 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     if config.get("threads"):
         torch.set_num_threads(int(config["threads"]))
     device = _worker_device(config.get("device", "cpu"))
+    placement = _placement(context, world)
+    if rank == 0:
+        logger.info("workers: %s", ", ".join(_describe(p) for p in placement))
     paths = RunPaths(Path(config["run_dir"]))
     if rank == 0:
         paths.make()
@@ -314,7 +337,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         sink.close()
     summary = write_outputs(loop, paths, result) if rank == 0 else None
     timing = {"epoch_wall_s": reporter.wall_s, "hook_s": reporter.hook_s}
-    return {"result": summary, "started_at": started_at} | timing
+    return {"result": summary, "started_at": started_at, "placement": placement} | timing
 
 
 # --------------------------------------------------------------------------- driver side

@@ -40,14 +40,15 @@ def _epochs(run: Path) -> list[int]:
 
 
 def test_concurrency_follows_the_cluster():
-    one = _spec({"seed": {"grid": list(range(8))}})
-    assert max_concurrent_trials(one, {"CPU": 4.0}) == 4
-    assert max_concurrent_trials(one, {"CPU": 64.0}) == 8  # never more than the trials
-    half = _spec({"seed": {"grid": list(range(8))}}, {"gpus_per_worker": 0.5})
-    assert max_concurrent_trials(half, {"CPU": 16.0, "GPU": 2.0}) == 4
+    # One-worker trials: Tune queues what does not fit (an autoscaler sees the demand).
+    one = _spec({"seed": {"grid": list(range(8))}}, {"gpus_per_worker": 0.5})
+    assert max_concurrent_trials(one, {"CPU": 4.0, "GPU": 0.0}) == 8
+    # Nested trials: only as many drivers as worker groups fit, or they time out waiting.
     ddp = _spec({"seed": {"grid": list(range(8))}}, {"workers_per_trial": 2, "gpus_per_worker": 1})
     assert max_concurrent_trials(ddp, {"CPU": 8.0, "GPU": 8.0}) == 3  # CPUs bind first
-    assert max_concurrent_trials(ddp, {"CPU": 0.0, "GPU": 0.0}) == 1  # an autoscaler may add
+    assert max_concurrent_trials(ddp, {"CPU": 64.0, "GPU": 4.0}) == 2
+    assert max_concurrent_trials(ddp, {"CPU": 64.0, "GPU": 64.0}) == 8  # never more than trials
+    assert max_concurrent_trials(ddp, {"CPU": 0.0, "GPU": 0.0}) == 1
     fixed = _spec({"seed": {"grid": [0, 1]}}, {"max_concurrent_trials": 1})
     assert max_concurrent_trials(fixed, {"CPU": 8.0}) == 1
 

@@ -1,0 +1,218 @@
+"""The cluster configs parse, pass Ray's own schema and pin what pyproject.toml pins.
+
+Nothing here starts Ray or touches the network: the configs are read as YAML and text.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+import yaml
+from ray.autoscaler._private.util import validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER = ROOT / "cluster"
+LAUNCHERS = {"aws": CLUSTER / "aws" / "cluster.yaml", "gcp": CLUSTER / "gcp" / "cluster.yaml"}
+KUBERAY = [CLUSTER / "kuberay" / "raycluster.yaml", CLUSTER / "kuberay" / "rayjob.yaml"]
+DOCKERFILE = CLUSTER / "Dockerfile"
+SHARED = "/mnt/shared"
+
+# `name==version` or `name[extras]==version`; not preceded by a name character (snas-ray).
+_PIN = re.compile(r"(?<![\w-])(ray|torch|torchvision)(?:\[[^\]]*\])?==([\w.+]+)")
+
+
+def _pyproject_pins() -> dict[str, str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return {name: version for dep in project["dependencies"] for name, version in _PIN.findall(dep)}
+
+
+PINS = _pyproject_pins()
+
+
+def _load(path: Path) -> list[Any]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+
+
+def _launcher(name: str) -> dict[str, Any]:
+    (config,) = _load(LAUNCHERS[name])
+    return config
+
+
+def _kuberay_docs() -> list[dict[str, Any]]:
+    return [doc for path in KUBERAY for doc in _load(path)]
+
+
+def _ray_cluster_specs() -> list[dict[str, Any]]:
+    """The RayCluster spec of every RayCluster and of every RayJob's embedded cluster."""
+    specs = []
+    for doc in _kuberay_docs():
+        if doc["kind"] == "RayCluster":
+            specs.append(doc["spec"])
+        elif doc["kind"] == "RayJob":
+            specs.append(doc["spec"]["rayClusterSpec"])
+    return specs
+
+
+def _pod_specs(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
+    return [group["template"]["spec"] for group in groups]
+
+
+def _claim(volume: dict[str, Any]) -> str | None:
+    return volume.get("persistentVolumeClaim", {}).get("claimName")
+
+
+def _walk(node: Any) -> Iterator[dict[str, Any]]:
+    """Every mapping nested anywhere in a YAML document."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+def _is_spot(node_config: dict[str, Any]) -> bool:
+    market = node_config.get("InstanceMarketOptions", {}).get("MarketType")  # AWS
+    scheduling = node_config.get("scheduling", {})  # GCP
+    preemptible = scheduling.get("preemptible") is True
+    return market == "spot" or preemptible or scheduling.get("provisioningModel") == "SPOT"
+
+
+def _has_gpu(node_config: dict[str, Any]) -> bool:
+    aws_gpu = re.match(r"[gp]\d", node_config.get("InstanceType", ""))  # g5.2xlarge, p4d...
+    return bool(aws_gpu or node_config.get("guestAccelerators"))
+
+
+def test_pyproject_pins_the_installed_ray() -> None:
+    assert set(PINS) == {"ray", "torch", "torchvision"}
+    assert PINS["ray"] == ray.__version__
+
+
+@pytest.mark.parametrize(
+    "path", sorted(CLUSTER.rglob("*.y*ml")), ids=lambda p: str(p.relative_to(CLUSTER))
+)
+def test_yaml_parses(path: Path) -> None:
+    assert _load(path), f"{path} is empty"
+
+
+def test_expected_configs_exist() -> None:
+    for path in [*LAUNCHERS.values(), *KUBERAY, DOCKERFILE]:
+        assert path.is_file(), path
+
+
+@pytest.mark.parametrize("name", sorted(LAUNCHERS))
+def test_launcher_passes_ray_schema(name: str) -> None:
+    config = _launcher(name)
+    validate_config(config)
+    assert config["provider"]["type"] == name
+    assert config["head_node_type"] in config["available_node_types"]
+
+
+@pytest.mark.parametrize("name", sorted(LAUNCHERS))
+def test_launcher_gpu_workers_are_spot_and_head_is_not(name: str) -> None:
+    config = _launcher(name)
+    types = config["available_node_types"]
+    head = types[config["head_node_type"]]["node_config"]
+    workers = [t["node_config"] for key, t in types.items() if key != config["head_node_type"]]
+    assert not _is_spot(head) and not _has_gpu(head)
+    assert any(_has_gpu(w) and _is_spot(w) for w in workers)
+
+
+@pytest.mark.parametrize("name", sorted(LAUNCHERS))
+def test_launcher_installs_the_pinned_versions(name: str) -> None:
+    config = _launcher(name)
+    keys = ["setup_commands", "head_setup_commands", "worker_setup_commands"]
+    found = _PIN.findall("\n".join(cmd for key in keys for cmd in config.get(key, [])))
+    assert {pkg for pkg, _ in found} == set(PINS)
+    for pkg, version in found:
+        assert version == PINS[pkg], f"{name}: {pkg}=={version}, pyproject pins {PINS[pkg]}"
+
+
+@pytest.mark.parametrize("name", sorted(LAUNCHERS))
+def test_launcher_starts_ray_with_token_auth(name: str) -> None:
+    config = _launcher(name)
+    for key in ["head_start_ray_commands", "worker_start_ray_commands"]:
+        starts = [cmd for cmd in config[key] if "ray start" in cmd]
+        assert starts and all("RAY_AUTH_MODE=token" in cmd for cmd in starts), key
+
+
+def test_kuberay_kinds() -> None:
+    docs = _kuberay_docs()
+    kinds = {doc["kind"] for doc in docs}
+    assert {"RayCluster", "RayJob", "PersistentVolumeClaim"} <= kinds
+    for doc in docs:
+        if doc["kind"].startswith("Ray"):
+            assert doc["apiVersion"] == "ray.io/v1"
+
+
+def test_kuberay_version_image_and_auth() -> None:
+    pin = PINS["ray"]
+    for spec in _ray_cluster_specs():
+        assert spec["rayVersion"] == pin
+        assert spec["authOptions"]["mode"] == "token"
+        for pod in _pod_specs(spec):
+            for container in pod["containers"]:
+                tag = container["image"].rsplit(":", 1)[1]
+                assert f"ray{pin}" in tag or tag.startswith(pin), container["image"]
+
+
+def test_kuberay_exposes_nothing_outside_the_cluster() -> None:
+    for doc in _kuberay_docs():
+        assert doc["kind"] != "Ingress"
+        if doc["kind"] == "Service":
+            assert doc.get("spec", {}).get("type", "ClusterIP") == "ClusterIP"
+        for mapping in _walk(doc):
+            assert mapping.get("serviceType", "ClusterIP") == "ClusterIP"
+
+
+def test_rayjob_runs_snas_ray_with_an_existing_config() -> None:
+    (job,) = [doc for doc in _kuberay_docs() if doc["kind"] == "RayJob"]
+    entrypoint = job["spec"]["entrypoint"]
+    assert entrypoint.startswith("snas-ray ")
+    args = shlex.split(entrypoint)
+    configs = [args[i + 1] for i, arg in enumerate(args) if arg == "--config"]
+    assert configs
+    for config in configs:
+        assert (ROOT / config).is_file(), config
+
+
+def test_rayjob_cluster_matches_raycluster() -> None:
+    def substance(spec: dict[str, Any]) -> tuple[Any, ...]:
+        pods = _pod_specs(spec)
+        images = [c["image"] for pod in pods for c in pod["containers"]]
+        mounts = [c.get("volumeMounts") for pod in pods for c in pod["containers"]]
+        return spec["rayVersion"], spec["authOptions"], images, [p["volumes"] for p in pods], mounts
+
+    cluster, job = _ray_cluster_specs()
+    assert substance(job) == substance(cluster)
+
+
+def test_kuberay_shared_volume_is_rwx_and_mounted_everywhere() -> None:
+    (pvc,) = [doc for doc in _kuberay_docs() if doc["kind"] == "PersistentVolumeClaim"]
+    assert "ReadWriteMany" in pvc["spec"]["accessModes"]
+    claim = pvc["metadata"]["name"]
+    for spec in _ray_cluster_specs():
+        for pod in _pod_specs(spec):
+            volumes = [v["name"] for v in pod["volumes"] if _claim(v) == claim]
+            assert volumes, f"pod without the {claim} volume"
+            for container in pod["containers"]:
+                mounts = container.get("volumeMounts", [])
+                assert any(m["name"] in volumes and m["mountPath"] == SHARED for m in mounts)
+
+
+def test_dockerfile_matches_the_pins() -> None:
+    text = DOCKERFILE.read_text()
+    (base,) = re.findall(r"^FROM\s+(\S+)", text, flags=re.MULTILINE)
+    assert base.startswith("rayproject/ray:")
+    assert base.split(":", 1)[1].startswith(PINS["ray"] + "-")
+    found = dict(_PIN.findall(text))
+    assert found == {"torch": PINS["torch"], "torchvision": PINS["torchvision"]}
