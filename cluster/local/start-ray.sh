@@ -8,8 +8,9 @@
 # Token authentication is on (RAY_AUTH_MODE=token): the head creates ~/.ray/auth_token if there
 # is none; copy that file to each worker machine (or export RAY_AUTH_TOKEN) before starting it,
 # and keep it for `ray job submit` / `snas-ray submit`. The dashboard (8265) listens on the head's
-# loopback only: reach it through an SSH tunnel (cluster/README.md). Extra flags go to
-# `ray start` unchanged. RAY selects the ray executable (default: the one on PATH).
+# loopback only: reach it through an SSH tunnel (cluster/README.md). --ip also pins gloo and NCCL
+# (GLOO_SOCKET_IFNAME, NCCL_SOCKET_IFNAME) to the interface holding that address. Extra flags go
+# to `ray start` unchanged. RAY selects the ray executable (default: the one on PATH).
 set -euo pipefail
 
 RAY=${RAY:-ray}
@@ -32,7 +33,18 @@ while [ $# -gt 0 ]; do
   esac
 done
 node_ip=()
-[ -n "$ip" ] && node_ip=(--node-ip-address="$ip")
+if [ -n "$ip" ]; then
+  node_ip=(--node-ip-address="$ip")
+  # gloo and NCCL pick their address from the hostname, which often resolves to 127.0.0.1:
+  # pin them to the interface that holds --ip, or ranks on other hosts cannot connect.
+  if [ -z "${GLOO_SOCKET_IFNAME:-}" ] && command -v ip >/dev/null; then
+    ifname=$(ip -o -4 addr show | awk -v ip="$ip" '{split($4, a, "/"); if (a[1] == ip) print $2}')
+    if [ -n "$ifname" ]; then
+      export GLOO_SOCKET_IFNAME=$ifname
+      export NCCL_SOCKET_IFNAME=${NCCL_SOCKET_IFNAME:-$ifname}
+    fi
+  fi
+fi
 
 case "$role" in
   head)

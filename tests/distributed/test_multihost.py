@@ -95,6 +95,7 @@ class TwoHosts:
             "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
         }
         self.sessions: dict[str, int] = {}
+        self.temp_dirs = [tempfile.mkdtemp(prefix=f"r{i}-", dir="/tmp") for i in (0, 1)]
 
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -118,7 +119,10 @@ class TwoHosts:
             host, args = 0, ["head", "--ip", HEAD_IP, "--port", str(PORT), "--num-cpus", "1"]
         else:
             host, args = 1, ["worker", f"{HEAD_IP}:{PORT}", "--ip", WORKER_IP, "--num-cpus", "1"]
-        proc = self.popen(host, ["bash", str(START), *args, "--disable-usage-stats"], log)
+        # Real hosts have their own /tmp: sharing one, a node's runtime-env cleanup deletes
+        # the job's working_dir under the other (both hosts see the same session folder).
+        args += [f"--temp-dir={self.temp_dirs[host]}", "--disable-usage-stats"]
+        proc = self.popen(host, ["bash", str(START), *args], log)
         assert proc.wait(timeout=120) == 0, log.read_text()[-3000:]
         self.sessions[name] = proc.pid
 
@@ -145,6 +149,8 @@ def hosts(tmp_path_factory):
         for name in list(cluster.sessions):
             cluster.kill_node(name)
         cluster.run("down")
+        for folder in cluster.temp_dirs:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _write(path: Path, tree: dict) -> Path:
