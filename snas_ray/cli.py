@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument(
         "--address", help="Ray cluster to join: auto or HOST:PORT (default: start a local one)"
     )
+    w.add_argument(
+        "--storage",
+        help="Ray Train storage path or URI for trials with workers_per_trial > 1 "
+        "(default: each trial's run folder)",
+    )
     w.add_argument("--no-collect", action="store_true", help="skip the collector at the end")
     w.add_argument("--verbose", action="store_true", help="show every trial's own log lines")
 
@@ -231,6 +236,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         out,
         resume=True if args.resume else None,
         address=args.address,
+        storage=args.storage,
         collect=not args.no_collect,
         verbose=args.verbose,
     )
@@ -252,17 +258,33 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     if not job or job[0] not in _SUBMITTABLE:
         raise SnasRayError(f"submit needs -- and one of: {', '.join(_SUBMITTABLE)} (got {job[:1]})")
     inner = build_parser().parse_args(job)  # flag typos fail here, not on the cluster
-    if getattr(inner, "config", None) is not None:  # so do config errors
+    out = getattr(inner, "out", None)
+    if inner.command in ("search", "sweep", "train") and (out is None or not out.is_absolute()):
+        # The job runs in a temporary copy of the project, deleted when it ends.
+        raise SnasRayError(
+            f"submit {inner.command} needs an absolute --out on storage the cluster keeps "
+            "(e.g. --out /mnt/shared/sweeps/NAME)"
+        )
+    if getattr(inner, "config", None) is not None:  # config errors fail here too
+        config = inner.config if inner.config.is_absolute() else args.working_dir / inner.config
         if inner.command == "sweep":
             from snas_ray.sweep_spec import load_sweep
 
-            load_sweep(inner.config, inner.overrides)
+            load_sweep(config, inner.overrides)
         elif inner.command == "search":
-            load_config(inner.config, inner.overrides)
+            load_config(config, inner.overrides)
     address = args.address or os.environ.get("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:8265")
     from snas_ray.distributed.submit import submit
 
-    submit(job, address=address, working_dir=args.working_dir, wait=not args.no_wait)
+    job_id = submit(
+        job,
+        address=address,
+        working_dir=args.working_dir,
+        wait=not args.no_wait,
+        on_log=lambda text: print(text, end="", flush=True),
+    )
+    if args.no_wait:
+        print(f"{job_id}\nfollow with: ray job logs -f --address {address} {job_id}")
     return 0
 
 

@@ -6,10 +6,12 @@ monitor-on-test setting (spec §6.1). ``make_loader`` gives seeded, repeatable b
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import pickle
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,12 +165,29 @@ def _load_cifar10(cfg: DatasetConfig, train: bool) -> _CIFAR10Files:
     if _missing_files(folder) and not cfg.download:
         raise not_found
     try:
-        return _CIFAR10Files(cfg.root, train=train, download=cfg.download)
+        with _download_lock(Path(cfg.root), wanted=_missing_files(folder)):
+            return _CIFAR10Files(cfg.root, train=train, download=cfg.download)
     except Exception as exc:  # download and unpickling fail in many ways
         if _missing_files(folder):  # the download itself failed (offline, refused, bad MD5)
             logger.warning("CIFAR-10 download into %s failed: %s", cfg.root, exc)
             raise not_found from exc
         raise _corrupt_file_error(folder, exc) from exc
+
+
+@contextlib.contextmanager
+def _download_lock(root: Path, *, wanted: bool) -> Iterator[None]:
+    """Serialise downloads into ``root``: sweep trials and workers on one node (or on an NFS
+    folder with locking) would otherwise write the same archive at once."""
+    if not wanted:
+        yield
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".snas-ray-download.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the second waits, then finds the files present
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _corrupt_file_error(folder: Path, exc: Exception) -> DataError:

@@ -31,6 +31,7 @@ __all__ = [
     "SearchLoop",
     "SearchResult",
     "build_search",
+    "search_difference",
     "check_same_search",
     "learning_rate",
     "identity",
@@ -338,16 +339,28 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _check_same_search(current: dict[str, Any], saved: dict[str, Any]) -> None:
+def search_difference(
+    current: dict[str, Any], saved: dict[str, Any]
+) -> tuple[str, Any, Any] | None:
+    """The first config field (dotted key, saved value, current value) that makes two configs
+    different searches; None when only fields that may change on resume differ."""
     a, b = _flatten(current), _flatten(saved)
     for key in sorted(set(a) | set(b)):
         if key in _MAY_DIFFER or key.split(".")[0] in _MAY_DIFFER:
             continue
         if a.get(key) != b.get(key):
-            raise CheckpointError(
-                f"checkpoint was made with {key}={b.get(key)!r}, this run has {a.get(key)!r} "
-                "(use a new --out folder to start a different search)"
-            )
+            return key, b.get(key), a.get(key)
+    return None
+
+
+def _check_same_search(current: dict[str, Any], saved: dict[str, Any]) -> None:
+    diff = search_difference(current, saved)
+    if diff is not None:
+        key, was, now = diff
+        raise CheckpointError(
+            f"checkpoint was made with {key}={was!r}, this run has {now!r} "
+            "(use a new --out folder to start a different search)"
+        )
 
 
 def check_same_search(cfg: ExperimentConfig, state: dict[str, Any]) -> None:

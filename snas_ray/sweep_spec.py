@@ -254,6 +254,10 @@ def sweep_from_dict(tree: dict[str, Any], overrides: list[str] | None = None) ->
         example = "cost.resource_lambda: {grid: [0, 1e-3]}"
         raise ConfigError("sweep", f"names nothing to vary (e.g. {example})")
     params = tuple(_parse_param(str(k), v, base) for k, v in sweep_tree.items())
+    repeats = {p.samples for p in params if p.kind != "grid"}
+    if len(repeats) > 1:  # Tune has one num_samples for the whole sweep
+        got = ", ".join(map(str, sorted(repeats)))
+        raise ConfigError("sweep", f"random keys must share one samples value (got {got})")
     options = _build(SweepOptions, {**tune_tree, **tune_set}, prefix="tune.")
     return SweepSpec(base, params, options)
 
@@ -267,4 +271,5 @@ def progress_metrics(cfg: ExperimentConfig, record: dict[str, Any], epoch: int) 
         "expected_params": record.get("cost/expected_size", float("nan")),
         "tau": record.get("arch/tau", float("nan")),
         "resource_lambda": cfg.cost.resource_lambda,
+        "estimator": cfg.cost.estimator,
     }

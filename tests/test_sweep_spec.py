@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+from pathlib import Path
 
 import pytest
 import yaml
@@ -50,7 +51,7 @@ def test_random_keys_repeat_the_grid_and_round_trip(tmp_path):
         "sweep": {
             "cost.resource_lambda": {"loguniform": [1e-4, 1e-1], "samples": 4},
             "cost.estimator": {"grid": ["discrete", "reparametrization"]},
-            "optim.arch_lr": {"choice": [1e-3, 3e-3]},
+            "optim.arch_lr": {"choice": [1e-3, 3e-3], "samples": 4},
         }
     }
     spec = load_sweep(_write(tmp_path, tree))
@@ -94,6 +95,12 @@ def test_overrides_reach_base_sweep_and_tune(tmp_path):
             "whole GPUs",
         ),
         ({}, {}, "sweep", "nothing to vary"),
+        (
+            {"seed": {"choice": [0, 1], "samples": 2}, "optim.lr": {"uniform": [0.1, 1]}},
+            {},
+            "sweep",
+            "one samples value",
+        ),
     ],
 )
 def test_bad_sweeps_name_the_field(tmp_path, sweep, tune, field, text):
@@ -139,3 +146,32 @@ def test_progress_metrics_are_flat_numbers_from_a_record():
     metrics = progress_metrics(cfg, record, 4)
     assert metrics["epoch"] == 4 and metrics["val_acc"] == 0.7
     assert metrics["expected_params"] == 12.0 and metrics["resource_lambda"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("job", "text"),
+    [
+        (["--", "bench"], "one of: search, sweep, train, collect"),
+        (["--", "sweep", "--config", "experiments/digits-sweep.yaml"], "absolute --out"),
+        (["--", "search", "--out", "runs/x"], "absolute --out"),
+        (
+            [
+                "--",
+                "sweep",
+                "--config",
+                "experiments/digits-sweep.yaml",
+                "--out",
+                "/mnt/s",
+                "--set",
+                "tune.cpus_per_wrker=2",
+            ],
+            "tune.cpus_per_wrker",
+        ),
+    ],
+)
+def test_submit_checks_the_job_before_contacting_a_cluster(job, text, capsys, monkeypatch):
+    monkeypatch.chdir(Path(__file__).parents[1])
+    address = "http://127.0.0.1:9"  # nothing listens there; never reached
+    assert main(["submit", "--address", address, *job]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("snas-ray: error:") and text in err and "\n" not in err

@@ -9,10 +9,11 @@ Ray's: set ``RAY_AUTH_MODE=token`` and keep the cluster's token in ``~/.ray/auth
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shlex
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ray.job_submission import JobStatus, JobSubmissionClient
@@ -24,12 +25,41 @@ __all__ = ["EXCLUDES", "JobFailedError", "submit"]
 logger = logging.getLogger(__name__)
 
 # Never upload these: environments, data, outputs (Ray caps working_dir at a few hundred MB).
-EXCLUDES = [".venv", ".git", "runs", "data", "*.egg-info", "__pycache__", ".pytest_cache"]
-_POLL_S = 2.0
+EXCLUDES = [
+    ".venv",
+    ".git",
+    "runs",
+    "data",
+    "out",
+    "build",
+    "*.egg-info",
+    "__pycache__",
+    ".pytest_cache",
+]
+
+
+_POLL_S = 5.0
 
 
 class JobFailedError(SnasRayError):
     """The submitted job ended in FAILED or STOPPED."""
+
+
+def _use_token_if_present() -> None:
+    # As `ray job submit` does: with RAY_AUTH_MODE unset, a token on this machine switches
+    # token auth on (the SDK alone sends no token, and the cluster answers 401).
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # pragma: no cover - moved in another Ray version
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+async def _follow(client: JobSubmissionClient, job_id: str, on_log: Callable[[str], None]) -> None:
+    async for chunk in client.tail_job_logs(job_id):  # ends when the job does
+        on_log(chunk)
 
 
 def submit(
@@ -38,12 +68,14 @@ def submit(
     address: str,
     working_dir: Path | str = ".",
     wait: bool = True,
-    out=sys.stdout,
+    on_log: Callable[[str], None] | None = None,
 ) -> str:
-    """Submit ``snas-ray <command>`` as a Ray job; with ``wait``, stream its log to the end.
+    """Submit ``snas-ray <command>`` as a Ray job; with ``wait``, follow it to the end.
 
-    Returns the job id. Raises :class:`JobFailedError` when a waited-for job does not succeed.
+    ``on_log`` receives the job's log as it grows. Returns the job id; raises
+    :class:`JobFailedError` when a waited-for job does not succeed.
     """
+    _use_token_if_present()
     try:
         client = JobSubmissionClient(address)
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -55,19 +87,14 @@ def submit(
     )
     logger.info("submitted %s to %s", job_id, address)
     if not wait:
-        print(f"{job_id}\nfollow with: ray job logs -f --address {address} {job_id}", file=out)
         return job_id
-    shown = 0
-    while True:
-        status = client.get_job_status(job_id)
-        logs = client.get_job_logs(job_id)
-        out.write(logs[shown:])
-        out.flush()
-        shown = len(logs)
-        if status.is_terminal():
-            break
+    asyncio.run(_follow(client, job_id, on_log or (lambda _text: None)))
+    status = client.get_job_status(job_id)
+    while not status.is_terminal():  # the log stream ended early (a dropped connection)
         time.sleep(_POLL_S)
+        status = client.get_job_status(job_id)
     if status != JobStatus.SUCCEEDED:
         info = client.get_job_info(job_id)
-        raise JobFailedError(f"job {job_id} {status.value}: {info.message or 'see its log'}")
+        message = (info.message or "see its log").strip().splitlines()[0]
+        raise JobFailedError(f"job {job_id} {status.value}: {message}")
     return job_id

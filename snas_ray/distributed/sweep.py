@@ -19,6 +19,7 @@ their run folder's last checkpoint, errored ones are retried.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -34,7 +35,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from snas_ray.checkpoint import RunPaths, atomic_write_json, atomic_write_text
 from snas_ray.config import ExperimentConfig, SnasRayError
-from snas_ray.distributed.train import LaunchOptions, _fit, connect, run_name
+from snas_ray.distributed.train import LaunchOptions, _fit, _worker_logging, connect, run_name
 from snas_ray.runfolder import (
     checkpoint_hook,
     make_sinks,
@@ -42,7 +43,12 @@ from snas_ray.runfolder import (
     write_config,
     write_outputs,
 )
-from snas_ray.search import build_search, check_same_search, resume_if_possible
+from snas_ray.search import (
+    build_search,
+    check_same_search,
+    resume_if_possible,
+    search_difference,
+)
 from snas_ray.sweep_spec import (
     SweepSpec,
     progress_metrics,
@@ -107,7 +113,7 @@ def _search_in_trial(cfg: ExperimentConfig, paths: RunPaths, threads: int) -> di
 
 
 def _search_nested(
-    cfg: ExperimentConfig, paths: RunPaths, spec: SweepSpec, threads: int
+    cfg: ExperimentConfig, paths: RunPaths, spec: SweepSpec, threads: int, storage: str | None
 ) -> dict[str, Any]:
     """The search on ``workers_per_trial`` Ray Train workers; their reports reach Tune."""
     opts = spec.options
@@ -115,7 +121,7 @@ def _search_nested(
         workers=opts.workers_per_trial,
         gpus_per_worker=opts.gpus_per_worker,
         cpus_per_worker=opts.cpus_per_worker,
-        storage=str(paths.root / "ray"),
+        storage=storage or str(paths.root / "ray"),
         max_failures=opts.max_failures,
         name=run_name(paths.root),  # stable, so a retried trial resumes the same Train run
     )
@@ -128,16 +134,26 @@ def _search_nested(
     return summary
 
 
+def _trial_index(trial_id: str) -> int:
+    # Tune numbers trials per experiment ("5351b_00004") and keeps ids across a restore.
+    tail = trial_id.rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() else int(hashlib.sha1(trial_id.encode()).hexdigest()[:6], 16)
+
+
 def sweep_trial(
-    config: dict[str, Any], *, spec_tree: dict[str, Any], out: str, log_level: int
+    config: dict[str, Any],
+    *,
+    spec_tree: dict[str, Any],
+    out: str,
+    storage: str | None,
+    log_level: int,
 ) -> None:
     """The Tune trainable: one search of the sweep, into ``OUT/runs/<settings>``."""
     spec = sweep_from_dict(spec_tree)
-    logging.getLogger("snas_ray").setLevel(log_level)
-    trial_id = tune.get_context().get_trial_id()
+    _worker_logging(0, log_level)  # a handler in this process; WARNING unless --verbose
     assignment = {p.key: config[p.key] for p in spec.params}
     cfg = spec.trial_config(assignment)
-    index = int(trial_id.rsplit("_", 1)[-1])  # Tune's per-experiment trial counter
+    index = _trial_index(tune.get_context().get_trial_id())
     paths = RunPaths(Path(out) / "runs" / trial_dirname(index, assignment)).make()
     summary = _finished(paths, cfg)
     if summary is None:
@@ -145,7 +161,7 @@ def sweep_trial(
         if spec.options.workers_per_trial == 1:
             summary = _search_in_trial(cfg, paths, threads)
         else:
-            summary = _search_nested(cfg, paths, spec, threads)
+            summary = _search_nested(cfg, paths, spec, threads, storage)
     tune.report(_final_metrics(cfg, summary) | {"run_dir": str(paths.root)})
 
 
@@ -183,6 +199,12 @@ def max_concurrent_trials(spec: SweepSpec, cluster: dict[str, float]) -> int:
     if opts.max_concurrent_trials:
         return opts.max_concurrent_trials
     if opts.workers_per_trial == 1:
+        if opts.gpus_per_worker > 0 and not cluster.get("GPU"):
+            logger.warning(
+                "trials need %g GPU each and the cluster has none now: they wait for an "
+                "autoscaler (set tune.gpus_per_worker: 0 to search on CPUs)",
+                opts.gpus_per_worker,
+            )
         return spec.num_trials
     need = {
         "CPU": opts.workers_per_trial * opts.cpus_per_worker + _DRIVER_CPU,
@@ -202,7 +224,8 @@ def max_concurrent_trials(spec: SweepSpec, cluster: dict[str, float]) -> int:
 
 def _reporter(spec: SweepSpec) -> tune.CLIReporter:
     params = {p.key: p.key.rsplit(".", 1)[-1] for p in spec.params}
-    metrics = {
+    fixed = {"resource_lambda": "lambda", "estimator": "estimator"}  # shown even when not swept
+    metrics = {k: v for k, v in fixed.items() if f"cost.{k}" not in params} | {
         "epoch": "epoch",
         "val_acc": "val_acc",
         "val_acc_relaxed": "relaxed",
@@ -215,18 +238,29 @@ def _reporter(spec: SweepSpec) -> tune.CLIReporter:
 
 
 def _prepare_folder(spec: SweepSpec, out: Path, resume: bool | None) -> bool:
-    """Write or check ``sweep.yaml``; True when there is a Tune experiment to continue."""
+    """Write or check ``sweep.yaml``; True when there is a Tune experiment to continue.
+
+    A re-run must describe the same searches; fields that may change between an interrupted
+    search and its resumption (device, output, data.root, ...) may change here too.
+    """
     spec_file = out / SPEC_FILE
-    state = out / TUNE_DIR
-    restorable = tune.Tuner.can_restore(str(state))
+    restorable = tune.Tuner.can_restore(str(out / TUNE_DIR))
     if resume and not restorable:
         raise SweepError(f"--resume: {out} holds no sweep to continue (run without --resume)")
     if spec_file.is_file():
         saved = sweep_from_dict(yaml.safe_load(spec_file.read_text()))
-        if saved.identity() != spec.identity():
-            raise SweepError(
-                f"{out} holds a different sweep (see {spec_file}); choose another --out"
+        diff = search_difference(spec.base.to_dict(), saved.base.to_dict())
+        if diff is not None or saved.params != spec.params:
+            what = f"{diff[0]}={diff[1]!r} there, {diff[2]!r} here" if diff else "sweep: differs"
+            raise SweepError(f"{out} holds a different sweep ({what}); choose another --out")
+        if restorable and saved.options != spec.options:
+            logger.warning(
+                "tune: options changed since %s was started; a continued sweep keeps its "
+                "concurrency, retries and scheduler, and takes only the new per-trial resources",
+                spec_file,
             )
+        if restorable:
+            return True  # keep the sweep.yaml that describes the running experiment
     elif restorable:
         raise SweepError(f"{out} holds a Tune experiment but no {SPEC_FILE}; choose another --out")
     atomic_write_text(spec_file, yaml.safe_dump(spec.to_dict(), sort_keys=False))
@@ -279,74 +313,105 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _tuner(spec: SweepSpec, out: Path, *, restorable: bool, limit: int, **trial: Any) -> Any:
+    """A new Tuner, or the interrupted one restored (same trial ids, so same run folders)."""
+    trainable = tune.with_resources(
+        tune.with_parameters(sweep_trial, spec_tree=spec.to_dict(), out=str(out), **trial),
+        _trial_resources(spec),
+    )
+    if restorable:
+        logger.info("continuing the sweep in %s", out)
+        return tune.Tuner.restore(
+            str(out / TUNE_DIR),
+            trainable,
+            resume_unfinished=True,
+            resume_errored=True,
+            param_space=_param_space(spec),
+        )
+    return tune.Tuner(
+        trainable,
+        param_space=_param_space(spec),
+        tune_config=tune.TuneConfig(
+            num_samples=spec.num_samples, max_concurrent_trials=limit, scheduler=_scheduler(spec)
+        ),
+        run_config=tune.RunConfig(
+            name=TUNE_DIR,
+            storage_path=str(out),
+            failure_config=tune.FailureConfig(max_failures=spec.options.max_failures),
+            progress_reporter=_reporter(spec),
+            verbose=1,
+        ),
+    )
+
+
+def _fit_classic_output(tuner: Any) -> Any:
+    # Our progress table (chosen columns) needs Tune's classic reporter, for this call only.
+    saved = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    try:
+        return tuner.fit()
+    finally:
+        if saved is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = saved
+
+
+def _raise_for_unfinished(rows: list[dict[str, Any]], spec: SweepSpec) -> None:
+    failed = [r for r in rows if r["status"] == "error"]
+    if failed:
+        raise SweepError(
+            f"{len(failed)} of {len(rows)} trials failed ({failed[0]['error']}); "
+            "run the same command again to retry them"
+        )
+    unfinished = sum(r["status"] == "stopped" for r in rows)
+    if unfinished and not spec.options.early_stopping:
+        # Without a scheduler only an interrupt (Ctrl-C) leaves a trial unfinished.
+        raise SweepError(
+            f"{unfinished} of {len(rows)} trials unfinished (interrupted); "
+            "run the same command again to continue them"
+        )
+
+
 def run_sweep(
     spec: SweepSpec,
     out: Path | str,
     *,
     resume: bool | None = None,
     address: str | None = None,
+    storage: str | None = None,
     collect: bool = True,
     verbose: bool = False,
 ) -> list[dict[str, Any]]:
     """Run a sweep into ``out`` (or continue it); returns one row per trial.
 
     ``resume``: None continues an interrupted sweep found in ``out`` and starts one otherwise;
-    True requires one. Raises :class:`SweepError` when trials still failed after retries.
+    True requires one. ``storage``: Ray Train storage (path or URI) for nested trials
+    (default: each trial's run folder). Raises :class:`SweepError` when trials failed after
+    their retries or were interrupted.
     """
     out = Path(out).resolve()
-    spec = _absolute_roots(spec)
     restorable = _prepare_folder(spec, out, resume)
+    spec = _absolute_roots(spec)
     opts = spec.options
-    nested = opts.workers_per_trial > 1
     # A nested trial holds a sliver of CPU while its workers hold theirs: one more logical CPU.
+    nested = opts.workers_per_trial > 1
     started = connect(address, min_cpus=opts.workers_per_trial * opts.cpus_per_worker + nested)
     try:
-        # Our progress table (chosen columns) needs Tune's classic reporter.
-        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
         limit = max_concurrent_trials(spec, ray.cluster_resources())
-        trainable = tune.with_resources(
-            tune.with_parameters(
-                sweep_trial,
-                spec_tree=spec.to_dict(),
-                out=str(out),
-                log_level=logging.INFO if verbose else logging.WARNING,
-            ),
-            _trial_resources(spec),
-        )
         logger.info(
-            "sweep: %d trial(s), %d at a time, %s per trial; follow with `tensorboard --logdir %s`",
+            "sweep: %d trial(s), at most %d at a time, %d worker(s) each; "
+            "follow with `tensorboard --logdir %s`",
             spec.num_trials,
             limit,
-            f"{spec.options.workers_per_trial} worker(s)",
+            opts.workers_per_trial,
             out / "runs",
         )
-        if restorable:
-            logger.info("continuing the sweep in %s", out)
-            tuner = tune.Tuner.restore(
-                str(out / TUNE_DIR),
-                trainable,
-                resume_unfinished=True,
-                resume_errored=True,
-                param_space=_param_space(spec),
-            )
-        else:
-            tuner = tune.Tuner(
-                trainable,
-                param_space=_param_space(spec),
-                tune_config=tune.TuneConfig(
-                    num_samples=spec.num_samples,
-                    max_concurrent_trials=limit,
-                    scheduler=_scheduler(spec),
-                ),
-                run_config=tune.RunConfig(
-                    name=TUNE_DIR,
-                    storage_path=str(out),
-                    failure_config=tune.FailureConfig(max_failures=spec.options.max_failures),
-                    progress_reporter=_reporter(spec),
-                    verbose=1,
-                ),
-            )
-        results = tuner.fit()
+        level = logging.INFO if verbose else logging.WARNING
+        tuner = _tuner(
+            spec, out, restorable=restorable, limit=limit, storage=storage, log_level=level
+        )
+        results = _fit_classic_output(tuner)
     finally:
         if started:
             ray.shutdown()
@@ -355,19 +420,7 @@ def run_sweep(
         from snas_ray.collect import collect as collect_runs
 
         collect_runs(out).write(out / "collect")  # finds runs/ and skips Tune's folders
-    failed = [r for r in rows if r["status"] == "error"]
-    if failed:
-        raise SweepError(
-            f"{len(failed)} of {len(rows)} trials failed ({failed[0]['error']}); "
-            "run the same command again to retry them"
-        )
-    if not spec.options.early_stopping and any(r["status"] == "stopped" for r in rows):
-        # Without a scheduler only an interrupt (Ctrl-C) leaves a trial unfinished.
-        unfinished = sum(r["status"] == "stopped" for r in rows)
-        raise SweepError(
-            f"{unfinished} of {len(rows)} trials unfinished (interrupted); "
-            "run the same command again to continue them"
-        )
+    _raise_for_unfinished(rows, spec)
     return rows
 
 

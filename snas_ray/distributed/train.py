@@ -104,7 +104,8 @@ def connect(address: str | None = None, *, min_cpus: float = 0) -> bool:
     if address is None and "RAY_ADDRESS" not in os.environ:
         # "local": a new cluster even if `ray start` left one running (join it with "auto").
         # The dashboard serves the State API that Train's placement-group cleaner polls.
-        cpus = max(os.cpu_count() or 1, math.ceil(min_cpus))
+        # Ray counts CPUs itself (cgroup limits included); raise the count only when needed.
+        cpus = math.ceil(min_cpus) if min_cpus > (os.cpu_count() or 1) else None
         context = ray.init(
             address="local",
             num_cpus=cpus,

@@ -15,9 +15,16 @@ from pathlib import Path
 import pytest
 import ray
 import yaml
+from ray.tune.schedulers import ASHAScheduler
 
 from snas_ray.collect import collect
-from snas_ray.distributed.sweep import SweepError, max_concurrent_trials, run_sweep
+from snas_ray.distributed.sweep import (
+    SweepError,
+    _prepare_folder,
+    _scheduler,
+    max_concurrent_trials,
+    run_sweep,
+)
 from snas_ray.sweep_spec import sweep_from_dict
 
 ROOT = Path(__file__).parents[2]
@@ -85,13 +92,13 @@ def test_sweep_leaves_a_complete_sweep_folder(tmp_path):
     assert (out / "collect" / "pareto.png").is_file() and (out / "collect" / "report.md").is_file()
 
 
-def test_nested_trainer_trials_report_to_tune(tmp_path):
+def test_nested_trainer_trials_report_to_tune(tmp_path, monkeypatch):
     spec = _spec(
         {"cost.estimator": {"grid": ["reparametrization", "policy_gradient"]}},
         {"workers_per_trial": 2, "max_concurrent_trials": 1, "max_failures": 0},
         **{"cost": {"resource_lambda": 0.01}},
     )
-    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.1"
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
     ray.init(
         address="local",
         num_cpus=4,  # a trial's sliver + 2 workers; logical CPUs may exceed the 2 cores
@@ -103,7 +110,6 @@ def test_nested_trainer_trials_report_to_tune(tmp_path):
         assert ray.is_initialized()  # a cluster it joined is left running
     finally:
         ray.shutdown()
-        os.environ.pop("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", None)
     assert [r["status"] for r in rows] == ["done", "done"]
     for row in rows:
         run = Path(row["run_dir"])
@@ -142,8 +148,8 @@ def _kill_session(sid: int) -> None:
 
 def test_killed_sweep_driver_resumes_and_runs_every_trial_once(tmp_path):
     tree = TINY | {
-        "search": TINY["search"] | {"epochs": 5},
-        "data": TINY["data"] | {"image_size": 16, "limit": 96},
+        "search": TINY["search"] | {"epochs": 4},
+        "data": TINY["data"] | {"image_size": 16, "limit": 64},
         "sweep": {"cost.resource_lambda": {"grid": [0, 0.05]}},
         "tune": {"max_concurrent_trials": 1},
     }
@@ -170,7 +176,7 @@ def test_killed_sweep_driver_resumes_and_runs_every_trial_once(tmp_path):
         while time.time() < deadline and proc.poll() is None:
             metrics = second / "metrics.jsonl"
             done = metrics.is_file() and len(metrics.read_text().splitlines())
-            if (first / "result.json").is_file() and done and 2 <= done < 5:
+            if (first / "result.json").is_file() and done and 2 <= done < 4:
                 break
             time.sleep(0.1)
         else:
@@ -181,7 +187,7 @@ def test_killed_sweep_driver_resumes_and_runs_every_trial_once(tmp_path):
     finished_before = (first / "result.json").read_bytes()
     finished_mtime = (first / "result.json").stat().st_mtime_ns
     lines_before = (second / "metrics.jsonl").read_text().splitlines()
-    assert not (second / "result.json").exists() and 2 <= len(killed_at) < 5
+    assert not (second / "result.json").exists() and 2 <= len(killed_at) < 4
 
     again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -190,7 +196,7 @@ def test_killed_sweep_driver_resumes_and_runs_every_trial_once(tmp_path):
     # so its finished epochs' lines (wall times included) are untouched, and none repeats.
     assert (first / "result.json").read_bytes() == finished_before
     assert (first / "result.json").stat().st_mtime_ns == finished_mtime
-    assert _epochs(first) == _epochs(second) == [0, 1, 2, 3, 4]
+    assert _epochs(first) == _epochs(second) == [0, 1, 2, 3]
     resumed = (second / "metrics.jsonl").read_text().splitlines()
     checkpointed = len(killed_at)  # checkpoint_every 1: each logged epoch was saved first
     assert resumed[: checkpointed - 1] == lines_before[: checkpointed - 1]
@@ -208,3 +214,36 @@ def test_a_different_sweep_in_the_same_folder_is_refused(tmp_path):
     with pytest.raises(SweepError, match="different sweep"):
         run_sweep(_spec({"seed": {"grid": [0, 2]}}), out)
     assert not ray.is_initialized()
+
+
+def test_a_rerun_may_change_what_resumed_searches_may_change(tmp_path):
+    out = tmp_path / "sweep"
+    spec = _spec({"seed": {"grid": [0, 1]}})
+    _prepare_folder(spec, out, None)
+    moved = _spec(
+        {"seed": {"grid": [0, 1]}},
+        device="auto",
+        output={"tensorboard": False},
+        data=TINY["data"] | {"root": "/elsewhere"},  # e.g. a job's fresh working directory
+    )
+    assert _prepare_folder(moved, out, None) is False  # accepted; nothing to restore yet
+    with pytest.raises(SweepError, match=r"cost.ratio=1.0 there, 2.0 here"):
+        _prepare_folder(_spec({"seed": {"grid": [0, 1]}}, cost={"ratio": 2.0}), out, None)
+    with pytest.raises(SweepError, match="sweep: differs"):
+        _prepare_folder(_spec({"seed": {"grid": [0, 2]}}), out, None)
+    with pytest.raises(SweepError, match="no sweep to continue"):
+        _prepare_folder(spec, out, True)  # sweep.yaml alone is not a Tune experiment
+
+
+def test_early_stopping_is_opt_in_and_counts_epochs():
+    assert _scheduler(_spec({"seed": {"grid": [0]}})) is None  # FIFO
+    asha = _scheduler(
+        _spec(
+            {"seed": {"grid": [0]}},
+            {"early_stopping": True, "grace_epochs": 3},
+            search={"epochs": 10},
+        )
+    )
+    assert isinstance(asha, ASHAScheduler)
+    assert asha._max_t == 11  # 10 epoch reports + the final one
+    assert asha.metric == "val_acc" and asha._reduction_factor == 3.0
