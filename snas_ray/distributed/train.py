@@ -264,6 +264,14 @@ def _worker_logging(rank: int, level: int) -> None:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         package.addHandler(handler)
+    if level > logging.DEBUG:
+        # Train logs every report's whole metric dict at INFO, per rank; our epoch line is
+        # the readable form. Its logger is named after the module file.
+        try:
+            from ray.train.v2._internal.execution import context as train_context
+        except ImportError:  # pragma: no cover - moved in another Ray version
+            return
+        logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
 
 
 def _placement(context: Any, world: int) -> list[dict[str, Any]]:
