@@ -29,6 +29,7 @@ __all__ = [
     "TrainConfig",
     "ExperimentConfig",
     "load_config",
+    "read_config_file",
     "apply_overrides",
     "ESTIMATORS",
     "SEPARATIONS",
@@ -445,26 +446,29 @@ def _maybe_number(text: str) -> Any:
         return text
 
 
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping a YAML config file holds (``safe_load`` only); one-line errors."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("--config", f"file not found: {p}")
+    try:
+        loaded = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f" at line {line + 1}" if line is not None else ""
+        raise ConfigError("--config", f"{p} is not valid YAML{where}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError("--config", f"{p} must hold a mapping of sections")
+    return loaded
+
+
 def load_config(
     path: str | Path | None = None, overrides: list[str] | None = None
 ) -> ExperimentConfig:
     """Defaults, then the YAML file at ``path`` (if any), then ``overrides``; validated, frozen."""
-    tree: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError("--config", f"file not found: {p}")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as exc:
-            line = getattr(getattr(exc, "problem_mark", None), "line", None)
-            where = f" at line {line + 1}" if line is not None else ""
-            raise ConfigError("--config", f"{p} is not valid YAML{where}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError("--config", f"{p} must hold a mapping of sections")
-        tree = loaded
+    tree = read_config_file(path) if path is not None else {}
     for section in ("sweep", "tune"):
         if section in tree:
             raise ConfigError(section, "belongs to a sweep config: run it with `snas-ray sweep`")

@@ -28,7 +28,14 @@ from typing import Any
 
 import yaml
 
-from snas_ray.config import ConfigError, ExperimentConfig, _build, _dump_value, apply_overrides
+from snas_ray.config import (
+    ConfigError,
+    ExperimentConfig,
+    _build,
+    _dump_value,
+    apply_overrides,
+    read_config_file,
+)
 
 __all__ = [
     "DISTRIBUTIONS",
@@ -225,17 +232,7 @@ def _split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, Any], d
 
 def load_sweep(path: str | Path | None, overrides: list[str] | None = None) -> SweepSpec:
     """Read a sweep config; ``--set`` may change base keys, ``sweep.KEY`` or ``tune.FIELD``."""
-    tree: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError("--config", f"file not found: {p}")
-        try:
-            tree = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError:
-            raise ConfigError("--config", f"{p} is not valid YAML") from None
-        if not isinstance(tree, dict):
-            raise ConfigError("--config", f"{p} must hold a mapping of sections")
+    tree = read_config_file(path) if path is not None else {}
     return sweep_from_dict(tree, overrides)
 
 

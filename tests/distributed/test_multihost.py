@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPORT
+from ray_procs import kill_session
 
 ROOT = Path(__file__).parents[2]
 HOSTS = ROOT / "cluster" / "local" / "netns-hosts.sh"
@@ -54,31 +54,6 @@ def _why_not() -> str | None:
     if shutil.which("ip") is None:
         return "needs iproute2 (the ip command)"
     return None
-
-
-def _session_processes(sid: int) -> list[int]:
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid:
-            pids.append(int(stat.parent.name))
-    return pids
-
-
-def _kill_session(sid: int) -> None:
-    """SIGKILL a process and all it started: a Ray node started by ``ray start`` keeps its
-    launcher's session, so this is a host losing its Ray processes at once."""
-    for pid in _session_processes(sid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    deadline = time.time() + 20
-    while _session_processes(sid) and time.time() < deadline:
-        time.sleep(0.2)
 
 
 class TwoHosts:
@@ -129,7 +104,7 @@ class TwoHosts:
         self.sessions[name] = proc.pid
 
     def kill_node(self, name: str) -> None:
-        _kill_session(self.sessions.pop(name))
+        kill_session(self.sessions.pop(name))
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +159,7 @@ def test_two_host_search_survives_losing_the_worker_host(hosts, tmp_path):
         assert driver.wait(timeout=300) == 0, log.read_text()[-4000:]
     finally:
         if driver.poll() is None:
-            _kill_session(driver.pid)
+            kill_session(driver.pid)
     text = log.read_text()
     placements = re.findall(r"workers: (rank \d .*)", text)
     assert len(placements) >= 2, text[-4000:]  # the first start and the restart
@@ -224,7 +199,7 @@ def test_sweep_submitted_through_the_job_api_runs_on_both_hosts(hosts, tmp_path)
         assert submitter.wait(timeout=300) == 0, log.read_text()[-4000:]
     finally:
         if submitter.poll() is None:
-            _kill_session(submitter.pid)
+            kill_session(submitter.pid)
     rows = json.loads((out / "sweep_results.json").read_text())
     assert [r["status"] for r in rows] == ["done", "done"]
     ips = set()

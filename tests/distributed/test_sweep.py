@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -16,6 +15,7 @@ import pytest
 import ray
 import yaml
 from ray.tune.schedulers import ASHAScheduler
+from ray_procs import kill_session
 
 from snas_ray.collect import collect
 from snas_ray.distributed.sweep import (
@@ -122,30 +122,6 @@ def test_nested_trainer_trials_report_to_tune(tmp_path, monkeypatch):
         assert "val_acc" in header.split(",") and len(lines) == 3
 
 
-def _session_processes(sid: int) -> list[int]:
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid:  # after the name: state, ppid, pgrp, session
-            pids.append(int(stat.parent.name))
-    return pids
-
-
-def _kill_session(sid: int) -> None:
-    """SIGKILL the driver and every Ray process it started (they share its session)."""
-    for pid in _session_processes(sid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    deadline = time.time() + 20
-    while _session_processes(sid) and time.time() < deadline:
-        time.sleep(0.2)
-
-
 def test_killed_sweep_driver_resumes_and_runs_every_trial_once(tmp_path):
     tree = TINY | {
         "search": TINY["search"] | {"epochs": 4},
@@ -182,7 +158,7 @@ def test_killed_sweep_driver_resumes_and_runs_every_trial_once(tmp_path):
         else:
             pytest.fail(f"sweep ended or stalled before the second trial ran: {proc.stderr.read()}")
     finally:
-        _kill_session(proc.pid)
+        kill_session(proc.pid)
     killed_at = _epochs(second)
     finished_before = (first / "result.json").read_bytes()
     finished_mtime = (first / "result.json").stat().st_mtime_ns
