@@ -19,7 +19,6 @@ their run folder's last checkpoint, errored ones are retried.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -28,35 +27,17 @@ from pathlib import Path
 from typing import Any
 
 import ray
-import torch
 import yaml
 from ray import tune
-from ray.tune.integration.ray_train import TuneReportCallback
 
-from snas_ray.checkpoint import RunPaths, atomic_write_json, atomic_write_text
-from snas_ray.config import ExperimentConfig, SnasRayError
-from snas_ray.distributed.train import LaunchOptions, _fit, _worker_logging, connect, run_name
-from snas_ray.runfolder import (
-    checkpoint_hook,
-    make_sinks,
-    resolve_device,
-    write_config,
-    write_outputs,
-)
-from snas_ray.search import (
-    build_search,
-    check_same_search,
-    resume_if_possible,
-    search_difference,
-)
-from snas_ray.sweep_spec import (
-    SweepSpec,
-    progress_metrics,
-    sweep_from_dict,
-    trial_dirname,
-)
+from snas_ray.checkpoint import atomic_write_json, atomic_write_text
+from snas_ray.config import SnasRayError
+from snas_ray.distributed.sweep_trial import sweep_trial
+from snas_ray.distributed.train import connect
+from snas_ray.search import search_difference
+from snas_ray.sweep_spec import SweepSpec, sweep_from_dict
 
-__all__ = ["SweepError", "format_rows", "max_concurrent_trials", "run_sweep", "sweep_trial"]
+__all__ = ["SweepError", "format_rows", "max_concurrent_trials", "run_sweep"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,102 +51,6 @@ class SweepError(SnasRayError):
     """Trials failed after their retries, or the sweep folder holds another sweep."""
 
 
-# --------------------------------------------------------------------------- trial side
-def _final_metrics(cfg: ExperimentConfig, summary: dict[str, Any]) -> dict[str, Any]:
-    final = summary.get("final_metrics", {})
-    return progress_metrics(cfg, final, summary["epochs_done"] - 1) | {
-        "child_params": summary["params"],
-        "child_flops": summary["flops"],
-        "done": True,
-    }
-
-
-def _finished(paths: RunPaths, cfg: ExperimentConfig) -> dict[str, Any] | None:
-    """The run folder's result if this exact search already finished (a driver killed late)."""
-    if not paths.result.is_file() or not paths.config.is_file():
-        return None
-    try:
-        summary = json.loads(paths.result.read_text())
-        check_same_search(cfg, {"config": yaml.safe_load(paths.config.read_text())})
-    except (OSError, ValueError, yaml.YAMLError, SnasRayError):
-        return None
-    return summary if summary.get("epochs_done") == cfg.search.epochs else None
-
-
-def _search_in_trial(cfg: ExperimentConfig, paths: RunPaths, threads: int) -> dict[str, Any]:
-    """The search in this trial's process (one worker): as ``snas-ray search`` runs it."""
-    torch.set_num_threads(threads)
-    loop = build_search(cfg, resolve_device(cfg.device))
-    resume_if_possible(loop, paths)
-    write_config(cfg, paths)
-    save = checkpoint_hook(paths)
-
-    def after_epoch(loop: Any, record: dict[str, Any]) -> None:
-        save(loop, record)  # checkpoint first: a killed trial's last act may be its report
-        tune.report(progress_metrics(cfg, record, loop.epoch - 1))
-
-    sink = make_sinks(loop, paths)
-    try:
-        result = loop.run(sink, after_epoch=after_epoch)
-    finally:
-        sink.close()
-    return write_outputs(loop, paths, result)
-
-
-def _search_nested(
-    cfg: ExperimentConfig, paths: RunPaths, spec: SweepSpec, threads: int, storage: str | None
-) -> dict[str, Any]:
-    """The search on ``workers_per_trial`` Ray Train workers; their reports reach Tune."""
-    opts = spec.options
-    options = LaunchOptions(
-        workers=opts.workers_per_trial,
-        gpus_per_worker=opts.gpus_per_worker,
-        cpus_per_worker=opts.cpus_per_worker,
-        storage=storage or str(paths.root / "ray"),
-        max_failures=opts.max_failures,
-        name=run_name(paths.root),  # stable, so a retried trial resumes the same Train run
-    )
-    result = _fit(cfg, paths, options, extra={"threads": threads}, callbacks=[TuneReportCallback()])
-    summary = (result.return_value or {}).get("result")
-    if summary is None:
-        raise SweepError(f"the Train run of {paths.root.name} returned no result")
-    if not paths.result.is_file():  # rank 0 ran on a node that does not share OUT
-        atomic_write_json(paths.result, summary)
-    return summary
-
-
-def _trial_index(trial_id: str) -> int:
-    # Tune numbers trials per experiment ("5351b_00004") and keeps ids across a restore.
-    tail = trial_id.rsplit("_", 1)[-1]
-    return int(tail) if tail.isdigit() else int(hashlib.sha1(trial_id.encode()).hexdigest()[:6], 16)
-
-
-def sweep_trial(
-    config: dict[str, Any],
-    *,
-    spec_tree: dict[str, Any],
-    out: str,
-    storage: str | None,
-    log_level: int,
-) -> None:
-    """The Tune trainable: one search of the sweep, into ``OUT/runs/<settings>``."""
-    spec = sweep_from_dict(spec_tree)
-    _worker_logging(0, log_level)  # a handler in this process; WARNING unless --verbose
-    assignment = {p.key: config[p.key] for p in spec.params}
-    cfg = spec.trial_config(assignment)
-    index = _trial_index(tune.get_context().get_trial_id())
-    paths = RunPaths(Path(out) / "runs" / trial_dirname(index, assignment)).make()
-    summary = _finished(paths, cfg)
-    if summary is None:
-        threads = max(1, int(spec.options.cpus_per_worker))
-        if spec.options.workers_per_trial == 1:
-            summary = _search_in_trial(cfg, paths, threads)
-        else:
-            summary = _search_nested(cfg, paths, spec, threads, storage)
-    tune.report(_final_metrics(cfg, summary) | {"run_dir": str(paths.root)})
-
-
-# --------------------------------------------------------------------------- driver side
 def _param_space(spec: SweepSpec) -> dict[str, Any]:
     space: dict[str, Any] = {}
     for p in spec.params:
