@@ -32,10 +32,10 @@ from ray import tune
 
 from snas_ray.checkpoint import atomic_write_json, atomic_write_text
 from snas_ray.config import SnasRayError
-from snas_ray.distributed.sweep_trial import sweep_trial
+from snas_ray.distributed.sweep_trial import _trial_index, sweep_trial
 from snas_ray.distributed.train import connect
 from snas_ray.search import search_difference
-from snas_ray.sweep_spec import SweepSpec, sweep_from_dict
+from snas_ray.sweep_spec import SweepSpec, sweep_from_dict, trial_dirname
 
 __all__ = ["SweepError", "format_rows", "max_concurrent_trials", "run_sweep"]
 
@@ -165,7 +165,11 @@ def _summarize(results: Any, spec: SweepSpec, out: Path) -> list[dict[str, Any]]
     rows = []
     for result in results:
         metrics = result.metrics or {}
-        run_dir = metrics.get("run_dir")
+        settings = {p.key: result.config.get(p.key) for p in spec.params}
+        run_dir = metrics.get("run_dir")  # in the final report; stopped trials never send it
+        if run_dir is None and metrics.get("trial_id"):
+            folder = out / "runs" / trial_dirname(_trial_index(metrics["trial_id"]), settings)
+            run_dir = str(folder) if folder.is_dir() else None
         summary: dict[str, Any] = {}
         if run_dir and (Path(run_dir) / "result.json").is_file():
             summary = json.loads((Path(run_dir) / "result.json").read_text())
@@ -173,7 +177,7 @@ def _summarize(results: Any, spec: SweepSpec, out: Path) -> list[dict[str, Any]]
             {
                 "trial": Path(result.path).name if result.path else None,
                 "run_dir": run_dir,
-                "settings": {p.key: result.config.get(p.key) for p in spec.params},
+                "settings": settings,
                 "status": "error" if result.error else ("done" if summary else "stopped"),
                 "error": str(result.error).strip().splitlines()[-1][:300] if result.error else None,
                 "val_acc": summary.get("val_acc"),
