@@ -7,6 +7,7 @@ This is the in-process driver behind ``snas-ray search``; the Ray Train layer re
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,8 +101,17 @@ def write_config(cfg: ExperimentConfig, paths: RunPaths) -> None:
     atomic_write_text(paths.config, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
-def run_search(cfg: ExperimentConfig, out: Path | str, *, resume: bool = True) -> dict[str, Any]:
-    """Run (or resume) a search in-process into ``out``; returns the ``result.json`` dict."""
+def run_search(
+    cfg: ExperimentConfig,
+    out: Path | str,
+    *,
+    resume: bool = True,
+    on_epoch: Callable[[SearchLoop, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) a search in-process into ``out``; returns the ``result.json`` dict.
+
+    ``on_epoch`` runs after each epoch's checkpoint is saved (a sweep trial reports there).
+    """
     paths = RunPaths(Path(out)).make()
     device = resolve_device(cfg.device)
     loop = build_search(cfg, device)
@@ -120,9 +130,16 @@ def run_search(cfg: ExperimentConfig, out: Path | str, *, resume: bool = True) -
         cfg.cost.estimator,
         paths.root,
     )
+    save = checkpoint_hook(paths)
+
+    def after_epoch(loop: SearchLoop, record: dict[str, Any]) -> None:
+        save(loop, record)  # first: a trial killed during its report keeps this epoch
+        if on_epoch is not None:
+            on_epoch(loop, record)
+
     sink = make_sinks(loop, paths)
     try:
-        result = loop.run(sink, after_epoch=checkpoint_hook(paths))
+        result = loop.run(sink, after_epoch=after_epoch)
     finally:
         sink.close()
     return write_outputs(loop, paths, result)

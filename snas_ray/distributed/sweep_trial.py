@@ -21,14 +21,8 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from snas_ray.checkpoint import RunPaths, atomic_write_json
 from snas_ray.config import ExperimentConfig, SnasRayError
 from snas_ray.distributed.train import LaunchOptions, _fit, _worker_logging, run_name
-from snas_ray.runfolder import (
-    checkpoint_hook,
-    make_sinks,
-    resolve_device,
-    write_config,
-    write_outputs,
-)
-from snas_ray.search import build_search, check_same_search, resume_if_possible
+from snas_ray.runfolder import run_search
+from snas_ray.search import check_same_search
 from snas_ray.sweep_spec import SweepSpec, progress_metrics, sweep_from_dict, trial_dirname
 
 __all__ = ["sweep_trial"]
@@ -56,23 +50,13 @@ def _finished(paths: RunPaths, cfg: ExperimentConfig) -> dict[str, Any] | None:
 
 
 def _search_in_trial(cfg: ExperimentConfig, paths: RunPaths, threads: int) -> dict[str, Any]:
-    """The search in this trial's process (one worker): as ``snas-ray search`` runs it."""
+    """The search in this trial's process (one worker), as ``snas-ray search`` runs it."""
     torch.set_num_threads(threads)
-    loop = build_search(cfg, resolve_device(cfg.device))
-    resume_if_possible(loop, paths)
-    write_config(cfg, paths)
-    save = checkpoint_hook(paths)
 
-    def after_epoch(loop: Any, record: dict[str, Any]) -> None:
-        save(loop, record)  # checkpoint first: a killed trial's last act may be its report
+    def report(loop: Any, record: dict[str, Any]) -> None:
         tune.report(progress_metrics(cfg, record, loop.epoch - 1))
 
-    sink = make_sinks(loop, paths)
-    try:
-        result = loop.run(sink, after_epoch=after_epoch)
-    finally:
-        sink.close()
-    return write_outputs(loop, paths, result)
+    return run_search(cfg, paths.root, on_epoch=report)
 
 
 def _search_nested(
