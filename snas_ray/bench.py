@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from snas_ray.config import ExperimentConfig
-from snas_ray.cost import resource_penalty
 from snas_ray.search import SearchLoop
-from snas_ray.supernet import MixedOp, Supernet
+from snas_ray.space.cost import resource_penalty
+from snas_ray.space.supernet import MixedOp, Supernet
 
 __all__ = ["BenchResult", "bench_search_step"]
 

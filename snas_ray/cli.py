@@ -187,19 +187,19 @@ def _setup_logging() -> None:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from snas_ray.checkpoint import RunPaths
     from snas_ray.config import load_config
+    from snas_ray.layout import RunPaths
     from snas_ray.runfolder import run_search
 
     cfg = load_config(args.config, args.overrides)
     out = args.out or Path("runs") / (args.config.stem if args.config else "default")
     if args.no_resume and RunPaths(out).last_checkpoint.exists():
-        from snas_ray.config import SnasRayError
+        from snas_ray.errors import SnasRayError
 
         raise SnasRayError(f"--out {out} already holds a checkpoint (drop --no-resume to resume)")
     ray_flags = ("gpus_per_worker", "address", "storage")
     if args.workers < 0 or (args.workers == 0 and any(getattr(args, f) for f in ray_flags)):
-        from snas_ray.config import SnasRayError
+        from snas_ray.errors import SnasRayError
 
         raise SnasRayError("--workers must be >= 1 with --gpus-per-worker/--address/--storage")
     if args.workers >= 1:  # Ray is imported here only, so in-process runs never load it
@@ -252,7 +252,8 @@ _SUBMITTABLE = ("search", "sweep", "train", "collect")
 def _cmd_submit(args: argparse.Namespace) -> int:
     import os
 
-    from snas_ray.config import SnasRayError, load_config
+    from snas_ray.config import load_config
+    from snas_ray.errors import SnasRayError
 
     job = args.job[1:] if args.job[:1] == ["--"] else args.job
     if not job or job[0] not in _SUBMITTABLE:
@@ -330,9 +331,9 @@ def _cmd_genotype(args: argparse.Namespace) -> int:
 def _cmd_cost(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from snas_ray.config import SnasRayError
+    from snas_ray.errors import SnasRayError
     from snas_ray.genotype import load_genotype
-    from snas_ray.report import COST_SETTINGS, evaluation_cost, format_count
+    from snas_ray.results.report import COST_SETTINGS, evaluation_cost, format_count
 
     genotype = load_genotype(args.genotype)
     setting = COST_SETTINGS[args.dataset]
@@ -368,7 +369,8 @@ def _cmd_cost(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from snas_ray.config import SnasRayError, load_config
+    from snas_ray.config import load_config
+    from snas_ray.errors import SnasRayError
 
     if args.test:
         from snas_ray.retrain_run import evaluate_checkpoint
@@ -405,7 +407,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_collect(args: argparse.Namespace) -> int:
-    from snas_ray.collect import Leaderboard, collect
+    from snas_ray.results.leaderboard import Leaderboard, collect
 
     def run() -> Leaderboard:
         lb = collect(args.sweep_dir, metric=args.metric, cost=args.cost)
@@ -425,8 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``snas-ray`` console script."""
     args = build_parser().parse_args(argv)
     _setup_logging()
-    from snas_ray.config import SnasRayError
-    from snas_ray.genotype import GenotypeError
+    from snas_ray.errors import GenotypeError, SnasRayError
 
     commands = {
         "search": _cmd_search,

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from snas_ray.errors import ConfigError, SnasRayError
+
 __all__ = [
     "SnasRayError",
     "ConfigError",
@@ -48,21 +50,6 @@ _PRIMITIVES = (
     "dil_conv_3x3",
     "dil_conv_5x5",
 )
-
-
-class SnasRayError(Exception):
-    """Base of every user-facing error; the CLI prints it as one line and exits non-zero."""
-
-
-class ConfigError(SnasRayError):
-    """A config key or value is wrong; the message names the dotted field."""
-
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(f"config error: {field_name}: {message}")
-        self.field_name, self.message = field_name, message
-
-    def __reduce__(self) -> tuple[Any, ...]:  # Ray copies and pickles errors raised in trials
-        return (type(self), (self.field_name, self.message))
 
 
 def _check(ok: bool, field_name: str, message: str) -> None:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from snas_ray.errors import GenotypeError
+
 __all__ = [
     "EXTRA_OPS",
     "KNOWN_OPS",
@@ -48,10 +50,6 @@ _CELLS = ("normal", "reduce")
 _KEYS = ("normal", "normal_concat", "reduce", "reduce_concat")
 _EDGE_ALL_CONCAT = (2, 3, 4, 5)
 _EDGE_ALL_SIZES = (2, 3, 4, 5)
-
-
-class GenotypeError(ValueError):
-    """A genotype, name or file is invalid; the one-line message says what, and what is allowed."""
 
 
 def _did_you_mean(word: str, choices: Sequence[str]) -> str:

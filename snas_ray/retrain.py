@@ -20,11 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snas_ray.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint
-from snas_ray.config import ConfigError, ExperimentConfig, SnasRayError, load_config
+from snas_ray.config import ExperimentConfig, load_config
 from snas_ray.data import DataSplits, build_datasets, make_loader
+from snas_ray.engine.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+from snas_ray.errors import CheckpointError, ConfigError, SnasRayError
 from snas_ray.genotype import Genotype, load_genotype
-from snas_ray.network import NetworkCIFAR, NetworkImageNet
+from snas_ray.space.network import NetworkCIFAR, NetworkImageNet
 
 __all__ = [
     "RetrainLoop",
@@ -345,7 +346,7 @@ def build_retrain(
 
 def load_retrain_checkpoint(path: Path | str, device: torch.device | str) -> dict[str, Any]:
     """Load ``path`` with :func:`load_checkpoint`, refusing search checkpoints."""
-    state = load_checkpoint(path, map_location=device)
+    state = load_checkpoint(path)
     if state.get("kind") != _KIND:
         raise CheckpointError(f"checkpoint {path} is a search checkpoint, not a retraining one")
     return state
@@ -356,7 +357,7 @@ def retrain_genotype(
 ) -> dict[str, Any]:
     """Retrain the genotype in ``genotype_file`` with ``config`` (defaults if None) into ``out``;
     the entry point ``collect --retrain`` calls."""
-    from snas_ray.retrain_run import run_retrain  # the driver module imports this one
+    from snas_ray.retrain_run import run_retrain
 
     cfg = load_config(config).replace(**{"train.genotype": str(genotype_file)})
     return run_retrain(cfg, out)

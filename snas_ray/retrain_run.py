@@ -17,18 +17,13 @@ from typing import Any
 import torch
 import yaml
 
-from snas_ray.checkpoint import (
-    CheckpointError,
-    RunPaths,
-    atomic_write_json,
-    atomic_write_text,
-    save_checkpoint,
-)
-from snas_ray.config import ConfigError, ExperimentConfig, apply_overrides
+from snas_ray.config import ExperimentConfig, apply_overrides
 from snas_ray.data import build_datasets, make_loader
+from snas_ray.engine.checkpoint import save_checkpoint
+from snas_ray.engine.sinks import JsonlSink, MultiSink, TensorBoardSink
+from snas_ray.errors import CheckpointError, ConfigError
 from snas_ray.genotype import Genotype
-from snas_ray.metrics import JsonlSink, MultiSink, TensorBoardSink
-from snas_ray.network import genotype_cost
+from snas_ray.layout import RunPaths, atomic_write_json, atomic_write_text
 from snas_ray.retrain import (
     RetrainLoop,
     RetrainResult,
@@ -36,6 +31,7 @@ from snas_ray.retrain import (
     build_retrain,
     load_retrain_checkpoint,
 )
+from snas_ray.space.network import genotype_cost
 
 __all__ = [
     "ProgressSink",

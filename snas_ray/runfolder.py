@@ -14,12 +14,13 @@ from typing import Any
 import torch
 import yaml
 
-from snas_ray.checkpoint import RunPaths, atomic_write_json, atomic_write_text, save_checkpoint
 from snas_ray.config import ExperimentConfig
+from snas_ray.engine.checkpoint import save_checkpoint
+from snas_ray.engine.sinks import JsonlSink, LoggingSink, MultiSink, TensorBoardSink
 from snas_ray.genotype import save_genotype
-from snas_ray.metrics import JsonlSink, LoggingSink, MultiSink, TensorBoardSink
-from snas_ray.network import genotype_cost
+from snas_ray.layout import RunPaths, atomic_write_json, atomic_write_text
 from snas_ray.search import SearchLoop, SearchResult, build_search, resume_if_possible
+from snas_ray.space.network import genotype_cost
 
 __all__ = ["resolve_device", "make_sinks", "write_outputs", "checkpoint_hook", "run_search"]
 
@@ -32,7 +33,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        from snas_ray.config import ConfigError
+        from snas_ray.errors import ConfigError
 
         raise ConfigError("device", f"{name} requested but CUDA is not available (use cpu or auto)")
     return device

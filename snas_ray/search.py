@@ -19,13 +19,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snas_ray.checkpoint import CHECKPOINT_FORMAT, CheckpointError, RunPaths, load_checkpoint
-from snas_ray.config import ExperimentConfig, SnasRayError
-from snas_ray.cost import resource_penalty
+from snas_ray.config import ExperimentConfig
 from snas_ray.data import build_datasets, make_loader
+from snas_ray.engine.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+from snas_ray.errors import CheckpointError, SnasRayError
 from snas_ray.genotype import Genotype
-from snas_ray.sampling import arch_entropy, gumbel_softmax_sample, one_hot_argmax, temperature
-from snas_ray.supernet import Supernet, derive_genotype, unwrap
+from snas_ray.layout import RunPaths
+from snas_ray.space.cost import resource_penalty
+from snas_ray.space.sampling import arch_entropy, gumbel_softmax_sample, one_hot_argmax, temperature
+from snas_ray.space.supernet import Supernet, derive_genotype, unwrap
 
 __all__ = [
     "SearchLoop",
@@ -435,7 +437,7 @@ def resume_if_possible(loop: SearchLoop, paths: RunPaths) -> bool:
     """Load ``paths.last_checkpoint`` into ``loop`` when it exists; True if it did."""
     if not paths.last_checkpoint.exists():
         return False
-    state = load_checkpoint(paths.last_checkpoint, map_location=loop.device)
+    state = load_checkpoint(paths.last_checkpoint)
     loop.load_state_dict(state)
     logger.info("resuming %s after epoch %d", paths.root, loop.epoch)
     return True

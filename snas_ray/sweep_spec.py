@@ -28,14 +28,8 @@ from typing import Any
 
 import yaml
 
-from snas_ray.config import (
-    ConfigError,
-    ExperimentConfig,
-    _build,
-    _dump_value,
-    apply_overrides,
-    read_config_file,
-)
+from snas_ray.config import ExperimentConfig, _build, _dump_value, apply_overrides, read_config_file
+from snas_ray.errors import ConfigError
 
 __all__ = [
     "DISTRIBUTIONS",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from snas_ray.config import ConfigError, ExperimentConfig, apply_overrides, load_config
+from snas_ray.config import ExperimentConfig, apply_overrides, load_config
+from snas_ray.errors import ConfigError
 
 
 def test_defaults_follow_the_reference():

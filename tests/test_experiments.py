@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from snas_ray.config import load_config
-from snas_ray.supernet import Supernet
+from snas_ray.space.supernet import Supernet
 from snas_ray.sweep_spec import load_sweep
 
 CONFIGS = sorted((Path(__file__).parents[1] / "experiments").glob("*.yaml"))

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from snas_ray.errors import GenotypeError
 from snas_ray.genotype import (
     KNOWN_OPS,
     PRIMITIVES,
     REGISTRY,
     Genotype,
-    GenotypeError,
     genotype_from_nodes,
     get_genotype,
     load_genotype,

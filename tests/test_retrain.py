@@ -14,8 +14,8 @@ from conftest import tiny_cfg
 from PIL import Image
 
 from snas_ray import cli
-from snas_ray.checkpoint import load_checkpoint
-from snas_ray.config import ConfigError
+from snas_ray.engine.checkpoint import load_checkpoint
+from snas_ray.errors import ConfigError
 from snas_ray.genotype import get_genotype, save_genotype
 from snas_ray.retrain import RetrainLoop, build_retrain, retrain_genotype
 from snas_ray.retrain_run import run_retrain

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from snas_ray.cli import main
-from snas_ray.config import ConfigError, load_config
+from snas_ray.config import load_config
+from snas_ray.errors import ConfigError
 from snas_ray.sweep_spec import (
     SweepOptions,
     load_sweep,

@@ -5,7 +5,6 @@
 """
 
 from snas_ray.distributed.train import (
-    DistributedSearchError,
     EpochReporter,
     LaunchOptions,
     bench_overhead,
@@ -14,9 +13,10 @@ from snas_ray.distributed.train import (
     run_name,
     train_fn_per_worker,
 )
+from snas_ray.errors import DistributedRunError
 
 __all__ = [
-    "DistributedSearchError",
+    "DistributedRunError",
     "EpochReporter",
     "LaunchOptions",
     "bench_overhead",

@@ -22,11 +22,9 @@ import torch
 import yaml
 from torch import nn
 
-from snas_ray.checkpoint import RunPaths, atomic_write_json, atomic_write_text, save_checkpoint
 from snas_ray.config import ExperimentConfig
 from snas_ray.distributed.train import (
     STATE_FILE,
-    DistributedSearchError,
     LaunchOptions,
     _fit,
     _mean_over_ranks,
@@ -34,7 +32,11 @@ from snas_ray.distributed.train import (
     _worker_device,
     _worker_logging,
     connect,
+    run_reporting_root_cause,
 )
+from snas_ray.engine.checkpoint import save_checkpoint
+from snas_ray.errors import DistributedRunError
+from snas_ray.layout import RunPaths, atomic_write_json, atomic_write_text
 from snas_ray.retrain import RetrainLoop, build_retrain, load_retrain_checkpoint
 from snas_ray.retrain_run import checkpoint_hook, make_sinks, write_result
 
@@ -111,7 +113,9 @@ def retrain_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         atomic_write_text(paths.config, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     sink = make_sinks(loop, paths, write=rank == 0)
     try:
-        result = loop.run(sink, after_epoch=_reporter(paths, rank))
+        result = run_reporting_root_cause(
+            lambda: loop.run(sink, after_epoch=_reporter(paths, rank))
+        )
     finally:
         sink.close()
     return {"result": write_result(loop, paths, result) if rank == 0 else None}
@@ -131,7 +135,7 @@ def run_distributed_retrain(
             ray.shutdown()
     summary = (result.return_value or {}).get("result")
     if summary is None:
-        raise DistributedSearchError(f"the Ray retraining into {paths.root} returned no result")
+        raise DistributedRunError(f"the Ray retraining into {paths.root} returned no result")
     if not paths.result.is_file():  # rank 0 ran on another node without a shared run folder
         atomic_write_json(paths.result, summary)
     return summary

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from snas_ray.config import SnasRayError
+from snas_ray.errors import JobFailedError, SnasRayError
 
 __all__ = ["EXCLUDES", "JobFailedError", "submit"]
 
@@ -39,10 +39,6 @@ EXCLUDES = [
 
 
 _POLL_S = 5.0
-
-
-class JobFailedError(SnasRayError):
-    """The submitted job ended in FAILED or STOPPED."""
 
 
 def _use_token_if_present() -> None:

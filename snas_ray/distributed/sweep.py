@@ -30,10 +30,10 @@ import ray
 import yaml
 from ray import tune
 
-from snas_ray.checkpoint import atomic_write_json, atomic_write_text
-from snas_ray.config import SnasRayError
 from snas_ray.distributed.sweep_trial import _trial_index, sweep_trial
 from snas_ray.distributed.train import connect
+from snas_ray.errors import SweepError
+from snas_ray.layout import atomic_write_json, atomic_write_text
 from snas_ray.search import search_difference
 from snas_ray.sweep_spec import SweepSpec, sweep_from_dict, trial_dirname
 
@@ -45,10 +45,6 @@ SPEC_FILE = "sweep.yaml"
 RESULTS_FILE = "sweep_results.json"
 TUNE_DIR = "tune"
 _DRIVER_CPU = 0.01  # a nested trial only drives its TorchTrainer; Tune rejects zero resources
-
-
-class SweepError(SnasRayError):
-    """Trials failed after their retries, or the sweep folder holds another sweep."""
 
 
 def _param_space(spec: SweepSpec) -> dict[str, Any]:
@@ -306,7 +302,7 @@ def run_sweep(
             ray.shutdown()
     rows = _summarize(results, spec, out)
     if collect and any(r["status"] == "done" for r in rows):
-        from snas_ray.collect import collect as collect_runs
+        from snas_ray.results.leaderboard import collect as collect_runs
 
         collect_runs(out).write(out / "collect")  # finds runs/ and skips Tune's folders
     _raise_for_unfinished(rows, spec)

@@ -18,9 +18,10 @@ import yaml
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from snas_ray.checkpoint import RunPaths, atomic_write_json
-from snas_ray.config import ExperimentConfig, SnasRayError
+from snas_ray.config import ExperimentConfig
 from snas_ray.distributed.train import LaunchOptions, _fit, _worker_logging, run_name
+from snas_ray.errors import SnasRayError
+from snas_ray.layout import RunPaths, atomic_write_json
 from snas_ray.runfolder import run_search
 from snas_ray.search import check_same_search
 from snas_ray.sweep_spec import SweepSpec, progress_metrics, sweep_from_dict, trial_dirname

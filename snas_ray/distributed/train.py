@@ -33,18 +33,20 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler
 
-from snas_ray.checkpoint import RunPaths, atomic_write_json, load_checkpoint, save_checkpoint
-from snas_ray.config import ExperimentConfig, SnasRayError
+from snas_ray.config import ExperimentConfig
 from snas_ray.data import build_datasets, make_loader
+from snas_ray.engine.checkpoint import load_checkpoint, save_checkpoint
+from snas_ray.errors import DistributedRunError, SnasRayError
 from snas_ray.genotype import Genotype, save_genotype
+from snas_ray.layout import RunPaths, atomic_write_json
 from snas_ray.runfolder import checkpoint_hook, make_sinks, write_config, write_outputs
 from snas_ray.search import SearchLoop, build_search, check_same_search, identity
-from snas_ray.supernet import Supernet
+from snas_ray.space.supernet import Supernet
 from snas_ray.sweep_spec import progress_metrics
 
 __all__ = [
     "STATE_FILE",
-    "DistributedSearchError",
+    "DistributedRunError",
     "EpochReporter",
     "LaunchOptions",
     "bench_overhead",
@@ -58,10 +60,6 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"  # the one file in each Ray checkpoint folder (save_checkpoint format)
 _OBJECT_STORE_BYTES = 256 * 1024**2  # only configs and return values travel through it
-
-
-class DistributedSearchError(SnasRayError):
-    """The Ray run failed (after its restarts); re-running the same command resumes it."""
 
 
 @dataclass(frozen=True)
@@ -187,11 +185,11 @@ def _restore(loop: SearchLoop, paths: RunPaths, rank: int, world: int) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            state = load_checkpoint(Path(folder) / STATE_FILE, map_location=loop.device)
+            state = load_checkpoint(Path(folder) / STATE_FILE)
         source = checkpoint.path
     local = None
     if paths.last_checkpoint.is_file():
-        local = load_checkpoint(paths.last_checkpoint, map_location=loop.device)
+        local = load_checkpoint(paths.last_checkpoint)
     local_epoch = torch.tensor(local["epoch"] if local else -1, device=loop.device)
     if world > 1:
         # last.pt counts only when every rank sees the same one (a shared run folder).
@@ -341,7 +339,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     reporter = EpochReporter(paths, rank, world)
     started_at = time.time()
     try:
-        result = loop.run(sink, after_epoch=reporter)
+        result = run_reporting_root_cause(lambda: loop.run(sink, after_epoch=reporter))
     finally:
         sink.close()
     summary = write_outputs(loop, paths, result) if rank == 0 else None
@@ -415,18 +413,72 @@ def _fit(
     try:
         return trainer.fit()
     except ray.train.TrainingFailedError as exc:
-        raise DistributedSearchError(
+        raise DistributedRunError(
             f"distributed search {name} failed ({_failure_line(exc)}); "
             "run the same command again to resume"
         ) from exc
 
 
+# Words of the error a rank raises when a collective fails because a *peer* went away: it is a
+# consequence of another rank's failure, never the root cause (gloo and NCCL wordings).
+_PEER_LOST = (
+    "connection closed by peer",
+    "connection reset by peer",
+    "broken pipe",
+    "socket closed",
+    "nccl communicator was aborted",
+    "remote process exited",
+)
+
+
+def is_peer_failure(error: BaseException) -> bool:
+    """True when ``error`` is a collective that failed because another rank went away."""
+    text = str(error).lower()
+    return isinstance(error, dist.DistBackendError) or any(w in text for w in _PEER_LOST)
+
+
+def _cause_rank(rank: int, error: BaseException) -> tuple[int, int]:
+    # A worker whose process died (Train's health check failed) is the likeliest root cause;
+    # then an exception our code raised; last a rank that only saw its peer vanish.
+    if not isinstance(error, Exception) or type(error).__module__.startswith("ray."):
+        return (0, rank)
+    return (2 if is_peer_failure(error) else 1, rank)
+
+
+def root_failure(failures: dict[int, BaseException]) -> tuple[int, BaseException] | None:
+    """The (rank, error) that most likely caused a worker-group failure, or None."""
+    if not failures:
+        return None
+    rank = min(failures, key=lambda r: _cause_rank(r, failures[r]))
+    return rank, failures[rank]
+
+
 def _failure_line(exc: Exception) -> str:
-    """One line for the first failing rank: a traceback's last line names the exception."""
-    failures = getattr(exc, "worker_failures", None) or {}
-    where, error = (f"rank {min(failures)}: ", failures[min(failures)]) if failures else ("", exc)
+    """One line for the root-cause rank: a traceback's last line names the exception."""
+    found = root_failure(getattr(exc, "worker_failures", None) or {})
+    where, error = (f"rank {found[0]}: ", found[1]) if found else ("", exc)
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return where + (lines[-1] if lines else type(error).__name__)[:300]
+
+
+def peer_failure_grace_s() -> float:
+    """How long a rank that saw a peer vanish waits before failing: two of Train's health-check
+    intervals, so the controller records the dead peer (the root cause) first."""
+    try:
+        interval = float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2.0"))
+    except ValueError:
+        interval = 2.0
+    return 2 * max(interval, 0.0) + 1.0
+
+
+def run_reporting_root_cause(run: Callable[[], Any]) -> Any:
+    """Call ``run``; a peer-lost collective error is re-raised only after the grace period."""
+    try:
+        return run()
+    except Exception as exc:
+        if dist.is_initialized() and is_peer_failure(exc):
+            time.sleep(peer_failure_grace_s())
+        raise
 
 
 def run_distributed_search(
@@ -452,7 +504,7 @@ def run_distributed_search(
             ray.shutdown()
     summary = (result.return_value or {}).get("result")
     if summary is None:
-        raise DistributedSearchError(f"the Ray run into {paths.root} returned no result")
+        raise DistributedRunError(f"the Ray run into {paths.root} returned no result")
     if not paths.result.is_file() or json.loads(paths.result.read_text()) != summary:
         # rank 0 ran on another node and the run folder is not shared
         save_genotype(Genotype.from_dict(summary["genotype"]), paths.genotype)

@@ -12,8 +12,8 @@ from snas_ray.retrain_run import run_retrain
 
 ray = pytest.importorskip("ray")
 
-from snas_ray.distributed import LaunchOptions  # noqa: E402
-from snas_ray.distributed.retrain import run_distributed_retrain  # noqa: E402
+from snas_ray.distributed import LaunchOptions
+from snas_ray.distributed.retrain import run_distributed_retrain
 
 _TINY = (
     "train.genotype=SNAS_mild_edge_all",

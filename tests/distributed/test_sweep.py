@@ -17,14 +17,9 @@ import yaml
 from ray.tune.schedulers import ASHAScheduler
 from ray_procs import kill_session
 
-from snas_ray.collect import collect
-from snas_ray.distributed.sweep import (
-    SweepError,
-    _prepare_folder,
-    _scheduler,
-    max_concurrent_trials,
-    run_sweep,
-)
+from snas_ray.distributed.sweep import _prepare_folder, _scheduler, max_concurrent_trials, run_sweep
+from snas_ray.errors import SweepError
+from snas_ray.results.leaderboard import collect
 from snas_ray.sweep_spec import sweep_from_dict
 
 ROOT = Path(__file__).parents[2]

@@ -20,15 +20,10 @@ import torch
 import yaml
 from conftest import tiny_cfg
 
-from snas_ray.checkpoint import CheckpointError, load_checkpoint
 from snas_ray.cli import main
-from snas_ray.distributed import (
-    DistributedSearchError,
-    LaunchOptions,
-    bench_overhead,
-    run_distributed_search,
-    run_name,
-)
+from snas_ray.distributed import LaunchOptions, bench_overhead, run_distributed_search, run_name
+from snas_ray.engine.checkpoint import load_checkpoint
+from snas_ray.errors import CheckpointError, DistributedRunError
 from snas_ray.genotype import load_genotype
 from snas_ray.runfolder import run_search
 from snas_ray.search import SearchLoop, build_search
@@ -135,7 +130,7 @@ def test_two_gloo_workers_search_survive_a_kill_and_a_relaunch(ray_cluster, tmp_
     probes.mkdir()
     # Rank 1 dies at the start of epoch 1 (one restart allowed: resumed), then again at the
     # start of epoch 2 (no restart left: the run fails).
-    with pytest.raises(DistributedSearchError, match="rank 1: .*run the same command again"):
+    with pytest.raises(DistributedRunError, match="rank 1: .*run the same command again"):
         run_distributed_search(
             cfg,
             out,
@@ -252,3 +247,21 @@ def test_search_without_workers_never_imports_ray(tmp_path):
 def test_ray_flags_need_workers(capsys):
     assert main(["search", "--address", "auto"]) == 2
     assert "--workers" in capsys.readouterr().err
+
+
+def test_the_failure_line_names_the_rank_that_died_not_its_peers():
+    from ray.exceptions import RayActorError
+    from ray.train.v2._internal.exceptions import WorkerHealthCheckFailedError
+
+    from snas_ray.distributed.train import root_failure
+
+    peer = RuntimeError("[gloo/transport/tcp/pair.cc:534] Connection closed by peer [10.0.0.2]:1")
+    died = WorkerHealthCheckFailedError("A worker health check failed.", failure=RayActorError())
+    own = ValueError("data: the train split is empty")
+    # Rank 0 only saw its peer vanish; rank 1's process died: rank 1 is the cause.
+    assert root_failure({0: peer, 1: died})[0] == 1
+    assert root_failure({0: peer, 2: own, 3: died})[0] == 3
+    # An exception our code raised outranks a peer-lost collective error.
+    assert root_failure({0: peer, 1: own})[0] == 1
+    assert root_failure({0: peer, 1: peer})[0] == 0
+    assert root_failure({}) is None

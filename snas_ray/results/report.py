@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from snas_ray.checkpoint import atomic_write_json, atomic_write_text
 from snas_ray.genotype import Genotype, save_genotype
-from snas_ray.network import NetworkCost, genotype_cost
+from snas_ray.layout import atomic_write_json, atomic_write_text
+from snas_ray.space.network import NetworkCost, genotype_cost
 
 if TYPE_CHECKING:
-    from snas_ray.collect import Leaderboard
+    from snas_ray.results.leaderboard import Leaderboard
 
 __all__ = [
     "COST_SETTINGS",

@@ -18,8 +18,8 @@ from torch import nn
 
 from snas_ray.cli import main
 from snas_ray.genotype import REGISTRY, save_genotype
-from snas_ray.network import NetworkCIFAR, NetworkImageNet
-from snas_ray.report import COST_SETTINGS, CostSetting
+from snas_ray.results.report import COST_SETTINGS, CostSetting
+from snas_ray.space.network import NetworkCIFAR, NetworkImageNet
 
 # Millions of parameters without the auxiliary head of the reference evaluation network (C=36,
 # 20 cells, auxiliary), as tests/test_network.py measures it; DARTS reports 3.3M for DARTS_V2.

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from snas_ray.genotype import Genotype
-from snas_ray.ops import AuxiliaryHead, FactorizedReduce, ReLUConvBN, drop_path, make_op
-from snas_ray.supernet import reduction_layers
+from snas_ray.space.ops import AuxiliaryHead, FactorizedReduce, ReLUConvBN, drop_path, make_op
+from snas_ray.space.supernet import reduction_layers
 
 __all__ = [
     "AuxiliaryHeadImageNet",

@@ -13,9 +13,10 @@ import torch
 from cifar_files import read_batch, write_cifar10
 from torch.utils.data import SequentialSampler, TensorDataset
 
-from snas_ray import data
-from snas_ray.config import DatasetConfig, SnasRayError
-from snas_ray.data import CIFAR10_MEAN, CIFAR10_STD, DataError, build_datasets, make_loader
+from snas_ray.config import DatasetConfig
+from snas_ray.data import CIFAR10_MEAN, CIFAR10_STD, build_datasets, make_loader
+from snas_ray.data import digits as data
+from snas_ray.errors import DataError, SnasRayError
 
 N_TRAIN, N_TEST = 20, 10
 
@@ -166,12 +167,12 @@ def test_unknown_dataset_name() -> None:
 
 def test_digits_split_indices_disjoint_and_fixed() -> None:
     labels = np.arange(1797) % 10
-    train, val, test = data._digits_indices(labels, 0.1, split_seed=0)
+    train, val, test = data.digits_indices(labels, 0.1, split_seed=0)
     assert (len(train), len(val), len(test)) == (1294, 144, 359)
     assert len(np.unique(np.concatenate([train, val, test]))) == 1797
-    again = data._digits_indices(labels, 0.1, split_seed=0)
+    again = data.digits_indices(labels, 0.1, split_seed=0)
     assert all(np.array_equal(a, b) for a, b in zip((train, val, test), again, strict=True))
-    other = data._digits_indices(labels, 0.1, split_seed=1)
+    other = data.digits_indices(labels, 0.1, split_seed=1)
     assert not np.array_equal(np.sort(test), np.sort(other[2]))
 
 

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from snas_ray import network
+from snas_ray.space import network
 from snas_ray.genotype import REGISTRY
-from snas_ray.network import (
+from snas_ray.space.network import (
     NetworkCIFAR,
     NetworkCost,
     NetworkImageNet,

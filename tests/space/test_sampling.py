@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from snas_ray.sampling import (
+from snas_ray.space.sampling import (
     arch_entropy,
     concrete_log_prob,
     gumbel_softmax_sample,

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from snas_ray.config import SpaceConfig
-from snas_ray.cost import edge_cost_tables
 from snas_ray.genotype import Genotype, genotype_from_nodes
-from snas_ray.ops import AuxiliaryHead, FactorizedReduce, ReLUConvBN, drop_path, make_op
+from snas_ray.space.cost import edge_cost_tables
+from snas_ray.space.ops import AuxiliaryHead, FactorizedReduce, ReLUConvBN, drop_path, make_op
 
 __all__ = [
     "STEPS",

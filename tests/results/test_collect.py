@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from snas_ray.cli import main
-from snas_ray.collect import RETRAIN_RESULT, collect, pareto_front
-from snas_ray.config import SnasRayError
+from snas_ray.errors import SnasRayError
 from snas_ray.genotype import REGISTRY, load_genotype, save_genotype
+from snas_ray.results.leaderboard import RETRAIN_RESULT, collect, pareto_front
 
 
 def make_run(

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 
 from snas_ray.config import CostConfig
-from snas_ray.sampling import concrete_log_prob
+from snas_ray.space.sampling import concrete_log_prob
 
 __all__ = [
     "COST_KINDS",

@@ -14,9 +14,16 @@ from torch.utils.data import Dataset
 from torchvision import datasets, transforms
 
 from snas_ray.config import DatasetConfig
-from snas_ray.data import DataError, TransformedSubset
+from snas_ray.data.splits import DataSplits, TransformedSubset
+from snas_ray.errors import DataError
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "imagenet_transforms", "imagenet_folders"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "build_imagenet",
+    "imagenet_folders",
+    "imagenet_transforms",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -80,3 +87,9 @@ def imagenet_folders(cfg: DatasetConfig) -> tuple[Dataset, Dataset, Dataset, int
         train = TransformedSubset(train_base, cut(order[n_val:]), train_tf)
         val = TransformedSubset(train_base, cut(order[:n_val]), test_tf)
     return train, val, test, len(train_base.classes), cfg.image_size or _DEFAULT_SIDE
+
+
+def build_imagenet(cfg: DatasetConfig) -> DataSplits:
+    """The ImageNet folders as splits (3 channels, side ``cfg.image_size`` or 224)."""
+    train, val, test, num_classes, side = imagenet_folders(cfg)
+    return DataSplits(train, val, test, num_classes, 3, side)

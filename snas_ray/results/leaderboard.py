@@ -23,10 +23,10 @@ from typing import Any
 
 import yaml
 
-from snas_ray import report
-from snas_ray.checkpoint import RunPaths
-from snas_ray.config import SnasRayError
-from snas_ray.genotype import Genotype, GenotypeError, load_genotype, save_genotype
+from snas_ray.results import report
+from snas_ray.errors import GenotypeError, SnasRayError
+from snas_ray.genotype import Genotype, load_genotype, save_genotype
+from snas_ray.layout import RunPaths
 
 __all__ = [
     "COSTS",

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any, Protocol
 
-from snas_ray.checkpoint import atomic_write_text
+from snas_ray.layout import atomic_write_text
 
 __all__ = ["MetricSink", "JsonlSink", "TensorBoardSink", "LoggingSink", "MultiSink"]
 

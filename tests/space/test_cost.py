@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from snas_ray.config import CostConfig, SpaceConfig
-from snas_ray.cost import edge_cost_tables, op_cost, resource_penalty
 from snas_ray.genotype import PRIMITIVES
-from snas_ray.sampling import gumbel_softmax_sample
-from snas_ray.supernet import Supernet
+from snas_ray.space.cost import edge_cost_tables, op_cost, resource_penalty
+from snas_ray.space.sampling import gumbel_softmax_sample
+from snas_ray.space.supernet import Supernet
 
 
 def test_op_costs_match_hand_values_for_c4_h8():
@@ -31,7 +31,7 @@ def test_op_costs_match_hand_values_for_c4_h8():
 
 
 def test_op_cost_size_equals_real_conv_weights():
-    from snas_ray.ops import make_op
+    from snas_ray.space.ops import make_op
 
     for name in PRIMITIVES:
         for stride in (1, 2):

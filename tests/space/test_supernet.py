@@ -6,8 +6,14 @@ import torch
 
 from snas_ray.config import SpaceConfig
 from snas_ray.genotype import PRIMITIVES
-from snas_ray.sampling import gumbel_softmax_sample
-from snas_ray.supernet import Supernet, derive_genotype, edge_index, num_edges, reduction_layers
+from snas_ray.space.sampling import gumbel_softmax_sample
+from snas_ray.space.supernet import (
+    Supernet,
+    derive_genotype,
+    edge_index,
+    num_edges,
+    reduction_layers,
+)
 
 
 def _net(**kw) -> Supernet:
