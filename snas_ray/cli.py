@@ -189,7 +189,7 @@ def _setup_logging() -> None:
 def _cmd_search(args: argparse.Namespace) -> int:
     from snas_ray.config import load_config
     from snas_ray.layout import RunPaths
-    from snas_ray.runfolder import run_search
+    from snas_ray.search import run_search
 
     cfg = load_config(args.config, args.overrides)
     out = args.out or Path("runs") / (args.config.stem if args.config else "default")
@@ -294,7 +294,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     from snas_ray.bench import bench_search_step
     from snas_ray.config import load_config
-    from snas_ray.runfolder import resolve_device
+    from snas_ray.engine.runfolder import resolve_device
 
     cfg = load_config(args.config, args.overrides)
     if args.ray_overhead:  # imports Ray, so only on request
@@ -333,7 +333,8 @@ def _cmd_cost(args: argparse.Namespace) -> int:
 
     from snas_ray.errors import SnasRayError
     from snas_ray.genotype import load_genotype
-    from snas_ray.results.report import COST_SETTINGS, evaluation_cost, format_count
+    from snas_ray.results import format_count
+    from snas_ray.space.measure import COST_SETTINGS, evaluation_cost
 
     genotype = load_genotype(args.genotype)
     setting = COST_SETTINGS[args.dataset]
@@ -373,7 +374,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from snas_ray.errors import SnasRayError
 
     if args.test:
-        from snas_ray.retrain_run import evaluate_checkpoint
+        from snas_ray.retrain import evaluate_checkpoint
 
         if args.checkpoint is None or args.config or args.genotype:
             raise SnasRayError("--test takes --checkpoint PATH (and --set, --device), no more")
@@ -393,12 +394,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise SnasRayError(f"--workers must be >= 0, got {args.workers}")
     out = args.out or Path("runs") / f"train-{Path(cfg.train.genotype).stem}"
     if args.workers >= 1:  # Ray is imported here only
-        from snas_ray.distributed import LaunchOptions
-        from snas_ray.distributed.retrain import run_distributed_retrain
+        from snas_ray.distributed import LaunchOptions, run_distributed_retrain
 
         result = run_distributed_retrain(cfg, out, LaunchOptions(workers=args.workers))
     else:
-        from snas_ray.retrain_run import run_retrain
+        from snas_ray.retrain import run_retrain
 
         result = run_retrain(cfg, out)
     keys = ("test_acc", "test_acc5", "best_test_acc", "params", "flops", "epochs_done")
@@ -407,7 +407,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_collect(args: argparse.Namespace) -> int:
-    from snas_ray.results.leaderboard import Leaderboard, collect
+    from snas_ray.results import Leaderboard, collect
 
     def run() -> Leaderboard:
         lb = collect(args.sweep_dir, metric=args.metric, cost=args.cost)

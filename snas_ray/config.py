@@ -16,11 +16,10 @@ from typing import Any
 
 import yaml
 
-from snas_ray.errors import ConfigError, SnasRayError
+from snas_ray.errors import ConfigError
+from snas_ray.genotype import PRIMITIVES
 
 __all__ = [
-    "SnasRayError",
-    "ConfigError",
     "SpaceConfig",
     "SamplingConfig",
     "CostConfig",
@@ -33,6 +32,11 @@ __all__ = [
     "load_config",
     "read_config_file",
     "apply_overrides",
+    "build_section",
+    "dump_value",
+    "config_difference",
+    "flatten",
+    "RESUME_MAY_DIFFER",
     "ESTIMATORS",
     "SEPARATIONS",
 ]
@@ -40,16 +44,6 @@ __all__ = [
 ESTIMATORS = ("reparametrization", "discrete", "policy_gradient")
 SEPARATIONS = ("all", "size", "flops", "mac")
 DATASETS = ("cifar10", "digits", "synthetic", "imagenet")
-_PRIMITIVES = (
-    "none",
-    "max_pool_3x3",
-    "avg_pool_3x3",
-    "skip_connect",
-    "sep_conv_3x3",
-    "sep_conv_5x5",
-    "dil_conv_3x3",
-    "dil_conv_5x5",
-)
 
 
 def _check(ok: bool, field_name: str, message: str) -> None:
@@ -68,7 +62,7 @@ class SpaceConfig:
     layers: int = 8
     init_channels: int = 16
     stem_multiplier: int = 3
-    primitives: tuple[str, ...] = _PRIMITIVES
+    primitives: tuple[str, ...] = PRIMITIVES
     bn_affine: bool = False
     auxiliary: bool = False
     auxiliary_weight: float = 0.4
@@ -86,7 +80,7 @@ class SpaceConfig:
             len(set(self.primitives)) == len(self.primitives), "space.primitives", "has duplicates"
         )
         for op in self.primitives:
-            _one_of(op, _PRIMITIVES, "space.primitives")
+            _one_of(op, PRIMITIVES, "space.primitives")
         _check(0.0 <= self.drop_path_prob < 1.0, "space.drop_path_prob", "must be in [0, 1)")
         _check(self.auxiliary_weight >= 0, "space.auxiliary_weight", "must be >= 0")
         _check(self.alpha_init_std >= 0, "space.alpha_init_std", "must be >= 0")
@@ -294,11 +288,57 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
         """Build and validate from a nested dict; unknown keys are errors."""
-        return _build(cls, data, prefix="")
+        return build_section(cls, data, prefix="")
 
     def replace(self, **overrides: Any) -> ExperimentConfig:
         """A copy with dotted-key overrides applied and re-validated."""
-        return apply_overrides(self, [f"{k}={_dump_value(v)}" for k, v in overrides.items()])
+        return apply_overrides(self, [f"{k}={dump_value(v)}" for k, v in overrides.items()])
+
+
+# Fields that may change between an interrupted run and its resumption, for every job (search,
+# retraining, a sweep's trials) and for collect's grouping of runs: where files live, how much is
+# logged, the device and memory layout, evaluation batch sizes. Nothing here changes what is
+# learned. An entry ending in "." covers a whole section.
+RESUME_MAY_DIFFER = (
+    "device",
+    "output.",
+    "search.log_every",
+    "search.eval_batch_size",
+    "search.channels_last",
+    "train.log_every",
+    "train.eval_batch_size",
+    "train.channels_last",
+    "data.root",
+    "data.num_workers",
+    "data.download",
+)
+
+
+def _may_differ(key: str) -> bool:
+    return any(key == f or (f.endswith(".") and key.startswith(f)) for f in RESUME_MAY_DIFFER)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` as ``{"a.b": 1}``."""
+    flat: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            flat.update(flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def config_difference(
+    current: dict[str, Any], saved: dict[str, Any]
+) -> tuple[str, Any, Any] | None:
+    """The first field (dotted key, saved value, current value) that makes two config dicts
+    different runs; None when only :data:`RESUME_MAY_DIFFER` fields differ."""
+    a, b = flatten(current), flatten(saved)
+    for key in sorted(set(a) | set(b)):
+        if not _may_differ(key) and a.get(key) != b.get(key):
+            return key, b.get(key), a.get(key)
+    return None
 
 
 def _to_plain(value: Any) -> Any:
@@ -309,7 +349,7 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
-def _dump_value(value: Any) -> str:
+def dump_value(value: Any) -> str:
     return yaml.safe_dump(_to_plain(value), default_flow_style=True).strip().removesuffix("...")
 
 
@@ -324,7 +364,7 @@ def _unknown_key(cls: type, key: str, prefix: str) -> ConfigError:
     return ConfigError(f"{prefix}{key}", f"unknown key{hint}")
 
 
-def _build(cls: type, data: Any, prefix: str) -> Any:
+def build_section(cls: type, data: Any, prefix: str) -> Any:
     where = prefix.rstrip(".") or "config"
     if not isinstance(data, dict):
         raise ConfigError(where, f"expected a mapping, got {type(data).__name__}")
@@ -343,7 +383,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 def _coerce(hint: Any, value: Any, name: str) -> Any:
     """Check ``value`` against the annotation ``hint``; allow int -> float, list -> tuple."""
     if dataclasses.is_dataclass(hint):
-        return _build(hint, value, prefix=f"{name}.")
+        return build_section(hint, value, prefix=f"{name}.")
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(hint)

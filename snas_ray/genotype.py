@@ -1,6 +1,7 @@
 """Cell genotypes: operation names, the validated ``Genotype`` type and the published registry.
 
-Stdlib only, so every layer may import it. Layout and reading rules: snas-spec.md §8, §11.1, §12.
+Stdlib only (plus ``errors`` and ``layout``), so every layer may import it. Layout and reading
+rules: snas-spec.md §8, §11.1, §12.
 """
 
 from __future__ import annotations
@@ -9,13 +10,13 @@ import difflib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from snas_ray.errors import GenotypeError
+from snas_ray.layout import atomic_write_text
 
 __all__ = [
     "EXTRA_OPS",
@@ -393,7 +394,7 @@ def load_genotype(name_or_path: str | os.PathLike[str]) -> Genotype:
 
 
 def save_genotype(genotype: Genotype, path: str | os.PathLike[str]) -> None:
-    """Writes ``genotype`` as JSON atomically: a temp file in the same folder, then ``os.replace``.
+    """Writes ``genotype`` as JSON with :func:`snas_ray.layout.atomic_write_text`.
 
     Readers, and a crash mid-write, therefore see either the old file or the complete new one.
     """
@@ -402,13 +403,4 @@ def save_genotype(genotype: Genotype, path: str | os.PathLike[str]) -> None:
     path = Path(path)
     # One key per line keeps the file diffable without spreading every pair over three lines.
     body = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in genotype.to_dict().items())
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("{\n" + body + "\n}\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, "{\n" + body + "\n}\n")

@@ -1,30 +1,32 @@
-"""Retrain a genotype from scratch (spec §11): the evaluation network and its training loop.
+"""Retrain a genotype from scratch (spec §11) on the shared engine: the evaluation network's loop.
 
-``build_retrain(cfg, device)`` returns a :class:`RetrainLoop`, built like ``build_search``: the Ray
-layer injects ``prepare_model`` / ``prepare_loader``, a rank and ``reduce_mean``; nothing here
-imports Ray. The in-process driver behind ``snas-ray train`` (run folder, sinks, result.json,
-test mode) is :mod:`snas_ray.retrain_run`.
+``build_retrain(cfg, device)`` returns a :class:`RetrainLoop`, built like ``build_search``;
+:func:`run_retrain` runs it into a run folder and :func:`evaluate_checkpoint` tests a saved one.
+Nothing here imports Ray.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snas_ray.config import ExperimentConfig, load_config
+from snas_ray.config import ExperimentConfig, TrainConfig, apply_overrides, load_config
 from snas_ray.data import DataSplits, build_datasets, make_loader
-from snas_ray.engine.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
-from snas_ray.errors import CheckpointError, ConfigError, SnasRayError
+from snas_ray.engine.checkpoint import load_checkpoint
+from snas_ray.engine.loop import EpochLoop, EpochRecord, HookBase, identity
+from snas_ray.engine.runfolder import resolve_device, run_in_folder
+from snas_ray.errors import CheckpointError, ConfigError, DataError
 from snas_ray.genotype import Genotype, load_genotype
+from snas_ray.layout import RunPaths, atomic_write_json
+from snas_ray.space.measure import genotype_cost
 from snas_ray.space.network import NetworkCIFAR, NetworkImageNet
 
 __all__ = [
@@ -32,27 +34,13 @@ __all__ = [
     "RetrainResult",
     "build_network",
     "build_retrain",
+    "evaluate_checkpoint",
     "load_retrain_checkpoint",
     "retrain_genotype",
+    "run_retrain",
 ]
 
 logger = logging.getLogger(__name__)
-
-_KIND = "retrain"  # checkpoints share checkpoint.py's format tag; this key tells them apart
-# Fields that may change between an interrupted run and its resumption.
-_MAY_DIFFER = (
-    "device",
-    "output.",
-    "train.log_every",
-    "train.eval_batch_size",
-    "data.root",
-    "data.num_workers",
-    "data.download",
-)
-
-
-def _identity(x: Any) -> Any:
-    return x
 
 
 @dataclass
@@ -63,12 +51,11 @@ class RetrainResult:
     test_acc1: float
     test_acc5: float
     best: dict[str, float] = field(default_factory=dict)
-    last_metrics: dict[str, Any] = field(default_factory=dict)
+    last_metrics: dict[str, float] = field(default_factory=dict)
 
 
-def build_network(cfg: ExperimentConfig, genotype: Genotype, splits: DataSplits) -> nn.Module:
-    """The evaluation network of ``genotype`` for ``cfg.train`` and the data's shape."""
-    t = cfg.train
+def build_network(t: TrainConfig, genotype: Genotype, splits: DataSplits) -> nn.Module:
+    """The evaluation network of ``genotype`` for the ``train`` section and the data's shape."""
     shape = {"init_channels": t.init_channels, "layers": t.layers, "auxiliary": t.auxiliary}
     if t.network == "imagenet":
         if splits.in_channels != 3:
@@ -83,8 +70,10 @@ def build_network(cfg: ExperimentConfig, genotype: Genotype, splits: DataSplits)
     )
 
 
-class RetrainLoop:
+class RetrainLoop(EpochLoop):
     """SGD on one evaluation network; test top-1/top-5 after every epoch."""
+
+    kind: ClassVar[str] = "retrain"
 
     def __init__(
         self,
@@ -95,27 +84,28 @@ class RetrainLoop:
         test_loader: Any,
         device: torch.device,
         *,
-        rank: int = 0,
-        world_size: int = 1,
-        reduce_mean: Callable[[torch.Tensor], torch.Tensor] = _identity,
+        input_shape: tuple[int, int, int] = (3, 32, 32),
+        reduce_mean: Callable[[torch.Tensor], torch.Tensor] = identity,
     ) -> None:
-        self.cfg, self.model, self.genotype = cfg, model, genotype
-        self.net: nn.Module = getattr(model, "module", model)  # the network inside DDP
-        self.train_loader, self.test_loader = train_loader, test_loader
-        self.device, self.rank, self.world_size = device, rank, world_size
-        self.reduce_mean = reduce_mean
         t = cfg.train
-        self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
+        super().__init__(
+            model=model,
+            train_loader=train_loader,
+            device=device,
+            config=cfg.to_dict(),
+            epochs=t.epochs,
+            steps_per_epoch=t.steps_per_epoch,
+            log_every=t.log_every,
+            seed=cfg.seed,
+            channels_last=t.channels_last,
+            reduce_mean=reduce_mean,
+        )
+        self.cfg, self.genotype, self.test_loader = cfg, genotype, test_loader
+        self.input_shape = input_shape  # one image (channels, side, side), for result.json's cost
         self.optimizer = torch.optim.SGD(
             self.net.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay
         )
-        self.input_shape = (3, 32, 32)  # one image, for result.json's cost; set by build_retrain
-        self.epoch = 0  # epochs completed
-        self.global_step = 0
         self.best: dict[str, float] = {}
-        self.last_metrics: dict[str, Any] = {}
-        full = len(train_loader)
-        self.steps_per_epoch = min(full, t.steps_per_epoch or full)
 
     # ----------------------------------------------------------------- schedules
     def lr(self, epoch: int) -> float:
@@ -130,12 +120,15 @@ class RetrainLoop:
         """Linear ramp p_e = drop_path_prob * e / epochs, set at the start of epoch e (§11.1)."""
         return self.cfg.train.drop_path_prob * epoch / self.cfg.train.epochs
 
-    # ----------------------------------------------------------------- the algorithm
-    def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
-        return x, y.to(self.device, non_blocking=True)
+    def begin_epoch(self, epoch: int) -> dict[str, float]:
+        lr, p = self.lr(epoch), self.drop_path_prob(epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.net.drop_path_prob = p
+        return {"lr/weights": lr, "train/drop_path_prob": p}
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    # ----------------------------------------------------------------- the algorithm
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """One SGD step: (label-smoothed) CE + auxiliary_weight * aux CE, clip, update."""
         t = self.cfg.train
         self.model.train()
@@ -148,10 +141,9 @@ class RetrainLoop:
         loss.backward()
         nn.utils.clip_grad_norm_(self.net.parameters(), t.grad_clip)
         self.optimizer.step()
-        self.global_step += 1
         with torch.no_grad():
             acc = (logits.argmax(1) == y).float().mean()
-        return {"train/loss": float(loss.detach()), "train/acc1": float(acc)}
+        return {"train/loss": loss.detach(), "train/acc1": acc}
 
     @torch.no_grad()
     def evaluate(self, loader: Any | None = None) -> tuple[float, float, float]:
@@ -159,7 +151,7 @@ class RetrainLoop:
         self.net.eval()
         totals = torch.zeros(4, device=self.device)  # loss sum, top-1, top-5, count
         for x, y in self.test_loader if loader is None else loader:
-            x, y = self._to_device(x, y)
+            x, y = self.to_device(x, y)
             logits, _ = self.net(x)
             top = logits.topk(min(5, logits.shape[1]), dim=1).indices
             hits = top == y[:, None]
@@ -175,116 +167,93 @@ class RetrainLoop:
         n = max(float(totals[3]), 1.0)
         return float(totals[0]) / n, float(totals[1]) / n, float(totals[2]) / n
 
-    def train_epoch(self, epoch: int, sink: Any) -> dict[str, Any]:
-        """Train one epoch at its lr and drop-path rate, then test; return the epoch record."""
-        start = time.perf_counter()
-        lr, p = self.lr(epoch), self.drop_path_prob(epoch)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.net.drop_path_prob = p
-        _set_epoch(self.train_loader, epoch, self.cfg.seed)
-        sums = torch.zeros(2, device=self.device)
-        n = 0
-        for batch, (x, y) in enumerate(self.train_loader):
-            if batch >= self.steps_per_epoch:
-                break
-            metrics = self.step(*self._to_device(x, y))
-            sink.log_step(self.global_step - 1, metrics)
-            sums += torch.tensor([metrics["train/loss"], metrics["train/acc1"]], device=self.device)
-            n += 1
-        means = self.reduce_mean(sums / max(n, 1)).tolist()
+    def evaluate_epoch(self, epoch: int) -> dict[str, float]:
         test_loss, acc1, acc5 = self.evaluate()
         if acc1 > self.best.get("test_acc1", -1.0):
             self.best = {"test_acc1": acc1, "test_acc5": acc5, "epoch": float(epoch)}
         return {
-            "train/loss": means[0],
-            "train/acc1": means[1],
             "test/loss": test_loss,
             "test/acc1": acc1,
             "test/acc5": acc5,
             "best/test_acc1": self.best["test_acc1"],
-            "lr/weights": lr,
-            "train/drop_path_prob": p,
-            "time/epoch_s": time.perf_counter() - start,
         }
 
-    # ----------------------------------------------------------------- state
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly; the lr schedule is a function of ``epoch``."""
+    def step_line(self, metrics: dict[str, float]) -> str:
+        return f"loss {metrics['train/loss']:.4f} acc {metrics['train/acc1']:.3f}"
+
+    def epoch_line(self, record: EpochRecord) -> str:
+        m = record.metrics
+        return (
+            f"train loss {m['train/loss']:.4f} acc {m['train/acc1']:.3f} | "
+            f"test acc {m['test/acc1']:.4f} top-5 {m['test/acc5']:.4f} "
+            f"(best {m['best/test_acc1']:.4f}) | "
+            f"lr {m['lr/weights']:.4g} drop-path {m['train/drop_path_prob']:.3f} | "
+            f"{m['time/epoch_s']:.1f}s"
+        )
+
+    def progress(self, record: EpochRecord) -> dict[str, Any]:
+        """The flat numbers a Ray or Tune report carries for this epoch."""
+        return {"epoch": record.epoch, "test_acc": record.metrics["test/acc1"]}
+
+    # ----------------------------------------------------------------- state and result
+    def job_state(self) -> dict[str, Any]:
         return {
-            "format": CHECKPOINT_FORMAT,
-            "kind": _KIND,
-            "config": self.cfg.to_dict(),
             "genotype": self.genotype.to_dict(),
-            "epoch": self.epoch,
-            "global_step": self.global_step,
             "model": self.net.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "best": dict(self.best),
-            "last_metrics": dict(self.last_metrics),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict`; config and genotype must describe the same run."""
-        _check_same_run(self.cfg.to_dict(), state.get("config", {}))
+    def load_job_state(self, state: dict[str, Any]) -> None:
         if state.get("genotype") != self.genotype.to_dict():
             raise CheckpointError("checkpoint was made with another genotype (use a new --out)")
-        try:
-            self.net.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            torch.set_rng_state(state["rng_cpu"])
-            if state["rng_cuda"] and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(state["rng_cuda"])
-        except (KeyError, RuntimeError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise CheckpointError(f"checkpoint does not fit this network ({first})") from None
-        self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
         self.best = dict(state.get("best", {}))
-        self.last_metrics = dict(state.get("last_metrics", {}))
 
-    def run(
-        self, sink: Any, after_epoch: Callable[[RetrainLoop, dict[str, Any]], None] | None = None
-    ) -> RetrainResult:
-        """Train from ``self.epoch`` to ``train.epochs``; ``after_epoch`` saves checkpoints."""
-        for epoch in range(self.epoch, self.cfg.train.epochs):
-            record = self.train_epoch(epoch, sink)
-            self.epoch, self.last_metrics = epoch + 1, record
-            sink.log_epoch(epoch, self.global_step, record)
-            if after_epoch is not None:
-                after_epoch(self, record)
+    def result(self) -> RetrainResult:
         m = self.last_metrics
         return RetrainResult(
             self.epoch, m.get("test/acc1", math.nan), m.get("test/acc5", math.nan), self.best, m
         )
 
-
-def _set_epoch(loader: Any, epoch: int, seed: int) -> None:
-    # Exact resume needs the shuffle order of epoch e to depend only on (seed, e).
-    sampler = getattr(loader, "sampler", None)
-    if hasattr(sampler, "set_epoch"):
-        sampler.set_epoch(epoch)
-    generator = getattr(loader, "generator", None)
-    if generator is not None:
-        generator.manual_seed(seed * 100_003 + epoch)
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for k, v in tree.items():
-        flat.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
-    return flat
-
-
-def _check_same_run(current: dict[str, Any], saved: dict[str, Any]) -> None:
-    a, b = _flatten(current), _flatten(saved)
-    for key in sorted(set(a) | set(b)):
-        if not key.startswith(_MAY_DIFFER) and a.get(key) != b.get(key):
-            raise CheckpointError(
-                f"checkpoint was made with {key}={b.get(key)!r}, this run has {a.get(key)!r} "
-                "(use a new --out folder to start a different run)"
-            )
+    def write_outputs(self, paths: RunPaths, result: RetrainResult) -> dict[str, Any]:
+        """``result.json``: final and best test accuracy, cost, genotype. ``test_acc`` (final
+        top-1) is what ``collect`` folds into its leaderboard from ``<run>/retrain/``."""
+        cfg = self.cfg
+        channels, side, _ = self.input_shape
+        cost = genotype_cost(
+            self.genotype,
+            init_channels=cfg.train.init_channels,
+            layers=cfg.train.layers,
+            num_classes=self.net.classifier.out_features,
+            image_size=side,
+            in_channels=channels,
+            imagenet=cfg.train.network == "imagenet",
+        )
+        summary = {
+            "test_acc": result.test_acc1,
+            "test_acc5": result.test_acc5,
+            "best_test_acc": result.best.get("test_acc1", math.nan),
+            "best_test_acc5": result.best.get("test_acc5", math.nan),
+            "best_epoch": int(result.best.get("epoch", -1)),
+            "params": cost.params,
+            "params_aux": cost.params_aux,
+            "flops": cost.flops,
+            "mac": cost.mac,
+            "epochs_done": result.epochs_done,
+            "epochs": cfg.train.epochs,
+            "seed": cfg.seed,
+            "dataset": cfg.data.name,
+            "network": cfg.train.network,
+            "layers": cfg.train.layers,
+            "init_channels": cfg.train.init_channels,
+            "genotype_source": cfg.train.genotype,
+            "genotype": self.genotype.to_dict(),
+            "final_metrics": dict(result.last_metrics),
+        }
+        atomic_write_json(paths.result, summary)
+        return summary
 
 
 def build_retrain(
@@ -292,11 +261,11 @@ def build_retrain(
     device: torch.device | str,
     *,
     genotype: Genotype | None = None,
-    prepare_model: Callable[[nn.Module], nn.Module] = _identity,
-    prepare_loader: Callable[[Any], Any] = _identity,
+    prepare_model: Callable[[nn.Module], nn.Module] = identity,
+    prepare_loader: Callable[[Any], Any] = identity,
     rank: int = 0,
     world_size: int = 1,
-    reduce_mean: Callable[[torch.Tensor], torch.Tensor] = _identity,
+    reduce_mean: Callable[[torch.Tensor], torch.Tensor] = identity,
 ) -> RetrainLoop:
     """Datasets, network (``cfg.train.genotype`` unless ``genotype`` is given), loaders, SGD.
 
@@ -307,9 +276,9 @@ def build_retrain(
     genotype = genotype if genotype is not None else load_genotype(cfg.train.genotype)
     splits = build_datasets(cfg.data)
     if len(splits.train) == 0 or len(splits.test) == 0:
-        raise SnasRayError("data: the train or test split is empty (check data.limit)")
+        raise DataError("data: the train or test split is empty (check data.limit)")
     torch.manual_seed(cfg.seed)
-    net = build_network(cfg, genotype, splits).to(device)
+    net = build_network(cfg.train, genotype, splits).to(device)
     if cfg.train.channels_last:
         net = net.to(memory_format=torch.channels_last)
     t, workers = cfg.train, cfg.data.num_workers
@@ -329,27 +298,59 @@ def build_retrain(
     )
     model = prepare_model(net)
     torch.manual_seed(cfg.seed + rank)
-    loop = RetrainLoop(
+    shape = (splits.in_channels, splits.image_size, splits.image_size)
+    return RetrainLoop(
         cfg,
         model,
         genotype,
         train_loader,
         test_loader,
         device,
-        rank=rank,
-        world_size=world_size,
+        input_shape=shape,
         reduce_mean=reduce_mean,
     )
-    loop.input_shape = (splits.in_channels, splits.image_size, splits.image_size)
-    return loop
 
 
-def load_retrain_checkpoint(path: Path | str, device: torch.device | str) -> dict[str, Any]:
-    """Load ``path`` with :func:`load_checkpoint`, refusing search checkpoints."""
+def load_retrain_checkpoint(path: Path | str) -> dict[str, Any]:
+    """Load ``path`` onto the CPU, refusing search checkpoints."""
     state = load_checkpoint(path)
-    if state.get("kind") != _KIND:
+    if state.get("kind") != RetrainLoop.kind:
         raise CheckpointError(f"checkpoint {path} is a search checkpoint, not a retraining one")
     return state
+
+
+def run_retrain(
+    cfg: ExperimentConfig,
+    out: Path | str,
+    *,
+    resume: bool = True,
+    hooks: Sequence[HookBase] = (),
+) -> dict[str, Any]:
+    """Retrain (or resume) in-process into ``out``; returns the ``result.json`` dict."""
+    paths = RunPaths(Path(out)).make()
+    device = resolve_device(cfg.device)
+    loop = build_retrain(cfg, device)
+    t = cfg.train
+    logger.info(
+        "train: %s on %s, %s C=%d L=%d, %d epochs x %d steps, out %s",
+        t.genotype,
+        device,
+        t.network,
+        t.init_channels,
+        t.layers,
+        t.epochs,
+        loop.steps_per_epoch,
+        paths.root,
+    )
+    result = run_in_folder(
+        loop,
+        paths,
+        resume=resume,
+        tensorboard=cfg.output.tensorboard,
+        checkpoint_every=cfg.output.checkpoint_every,
+        hooks=hooks,
+    )
+    return loop.write_outputs(paths, result)
 
 
 def retrain_genotype(
@@ -357,7 +358,35 @@ def retrain_genotype(
 ) -> dict[str, Any]:
     """Retrain the genotype in ``genotype_file`` with ``config`` (defaults if None) into ``out``;
     the entry point ``collect --retrain`` calls."""
-    from snas_ray.retrain_run import run_retrain
-
     cfg = load_config(config).replace(**{"train.genotype": str(genotype_file)})
     return run_retrain(cfg, out)
+
+
+def evaluate_checkpoint(
+    path: Path | str, overrides: list[str] | None = None, device: str | None = None
+) -> dict[str, Any]:
+    """Test-split loss, top-1 and top-5 of the model in a retraining checkpoint.
+
+    ``overrides`` (``key=value``) adjust the saved config, e.g. ``data.root`` on another machine.
+    """
+    state = load_retrain_checkpoint(path)
+    cfg = apply_overrides(state["config"], list(overrides or []))
+    dev = resolve_device(device or cfg.device)
+    genotype = Genotype.from_dict(state["genotype"])
+    splits = build_datasets(cfg.data)
+    net = build_network(cfg.train, genotype, splits)
+    try:
+        net.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {path} does not fit its network ({exc})") from None
+    loader = make_loader(splits.test, cfg.train.eval_batch_size, shuffle=False, seed=cfg.seed)
+    loop = RetrainLoop(cfg, net.to(dev), genotype, loader, loader, dev)
+    loss, acc1, acc5 = loop.evaluate()
+    return {
+        "test_loss": loss,
+        "test_acc": acc1,
+        "test_acc5": acc5,
+        "epoch": int(state["epoch"]),
+        "images": len(splits.test),
+        "genotype_source": cfg.train.genotype,
+    }

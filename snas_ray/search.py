@@ -1,8 +1,8 @@
-"""The pure-PyTorch SNAS search: one-level joint training of weights and architecture logits.
+"""The SNAS search on the shared engine: one-level joint training of weights and arch logits.
 
-``build_search(cfg, device)`` returns a :class:`SearchLoop`; ``loop.run(sink, paths)`` trains,
-validates, checkpoints every epoch, resumes exactly, and writes the run folder. The Ray layers
-inject ``prepare_model`` / ``prepare_loader``, a rank, and an ``after_epoch`` hook; nothing here
+``build_search(cfg, device)`` returns a :class:`SearchLoop`; :func:`run_search` runs it into a
+run folder (resume, sinks, checkpoints, ``genotype.json``, ``result.json``). The Ray layer
+injects ``prepare_model`` / ``prepare_loader``, a rank and ``reduce_mean``; nothing here
 imports Ray. Spec: shared/docs/snas-spec.md §6, §15.
 """
 
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 import math
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -21,30 +21,27 @@ from torch import nn
 
 from snas_ray.config import ExperimentConfig
 from snas_ray.data import build_datasets, make_loader
-from snas_ray.engine.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
-from snas_ray.errors import CheckpointError, SnasRayError
-from snas_ray.genotype import Genotype
-from snas_ray.layout import RunPaths
+from snas_ray.engine.loop import EpochLoop, EpochRecord, HookBase, identity
+from snas_ray.engine.runfolder import resolve_device, run_in_folder
+from snas_ray.errors import DataError
+from snas_ray.genotype import Genotype, save_genotype
+from snas_ray.layout import RunPaths, atomic_write_json
 from snas_ray.space.cost import resource_penalty
+from snas_ray.space.measure import genotype_cost
 from snas_ray.space.sampling import arch_entropy, gumbel_softmax_sample, one_hot_argmax, temperature
-from snas_ray.space.supernet import Supernet, derive_genotype, unwrap
+from snas_ray.space.supernet import Supernet, derive_genotype
+from snas_ray.sweep_spec import progress_metrics
 
 __all__ = [
     "SearchLoop",
     "SearchResult",
     "build_search",
-    "search_difference",
-    "check_same_search",
     "learning_rate",
-    "identity",
+    "run_search",
+    "search_outputs",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def identity(x: Any) -> Any:
-    """Default for the ``prepare_*`` injection points: leave the object as it is."""
-    return x
 
 
 def learning_rate(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
@@ -60,21 +57,13 @@ class SearchResult:
     genotype: Genotype
     val_acc: float
     val_acc_relaxed: float
-    last_metrics: dict[str, Any] = field(default_factory=dict)
+    last_metrics: dict[str, float] = field(default_factory=dict)
 
 
-def _set_epoch(loader: Any, epoch: int, seed: int) -> None:
-    # Exact resume needs the shuffle order of epoch e to depend only on (seed, e).
-    sampler = getattr(loader, "sampler", None)
-    if hasattr(sampler, "set_epoch"):
-        sampler.set_epoch(epoch)
-    generator = getattr(loader, "generator", None)
-    if generator is not None:
-        generator.manual_seed(seed * 100_003 + epoch)
-
-
-class SearchLoop:
+class SearchLoop(EpochLoop):
     """The SNAS search algorithm over a supernet, two optimizers and two loaders."""
+
+    kind: ClassVar[str] = "search"
 
     def __init__(
         self,
@@ -84,22 +73,24 @@ class SearchLoop:
         val_loader: Any,
         device: torch.device,
         *,
-        rank: int = 0,
-        world_size: int = 1,
         reduce_mean: Callable[[torch.Tensor], torch.Tensor] = identity,
     ) -> None:
-        self.cfg = cfg
-        self.model = model
-        self.net: Supernet = unwrap(model)
-        self.train_loader = train_loader
-        self.val_loader = val_loader
-        self.device = device
-        self.rank = rank
-        self.world_size = world_size
-        self.reduce_mean = reduce_mean
-        self.memory_format = (
-            torch.channels_last if cfg.search.channels_last else torch.contiguous_format
+        s = cfg.search
+        super().__init__(
+            model=model,
+            train_loader=train_loader,
+            device=device,
+            config=cfg.to_dict(),
+            epochs=s.epochs,
+            steps_per_epoch=s.steps_per_epoch,
+            log_every=s.log_every,
+            seed=cfg.seed,
+            channels_last=s.channels_last,
+            reduce_mean=reduce_mean,
         )
+        self.cfg = cfg
+        self.net: Supernet = self.net
+        self.val_loader = val_loader
         o = cfg.optim
         self.w_optim = torch.optim.SGD(
             self.net.weight_parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
@@ -113,15 +104,7 @@ class SearchLoop:
             )
         else:  # the reference's single-GPU recipe: plain SGD, no momentum, no weight decay
             self.a_optim = torch.optim.SGD(self.net.arch_parameters(), lr=o.arch_lr)
-        self.epoch = 0  # epochs completed
-        self.global_step = 0
-        self.last_metrics: dict[str, Any] = {}
-        full = len(train_loader)
-        self.steps_per_epoch = min(full, cfg.search.steps_per_epoch or full)
-
-    def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
-        return x, y.to(self.device, non_blocking=True)
+        self.tau_now = self.tau(0)
 
     # ----------------------------------------------------------------- schedules
     def tau(self, epoch: int) -> float:
@@ -131,6 +114,12 @@ class SearchLoop:
     def lr(self, epoch: int) -> float:
         o = self.cfg.optim
         return learning_rate(epoch, self.cfg.search.epochs, o.lr, o.lr_min)
+
+    def begin_epoch(self, epoch: int) -> dict[str, float]:
+        self.tau_now, lr = self.tau(epoch), self.lr(epoch)
+        for group in self.w_optim.param_groups:
+            group["lr"] = lr
+        return {"arch/tau": self.tau_now, "lr/weights": lr}
 
     # ----------------------------------------------------------------- the algorithm
     def sample_z(self, tau: float) -> list[torch.Tensor]:
@@ -147,9 +136,13 @@ class SearchLoop:
         reduce = one_hot_argmax(self.net.log_alpha_reduce.detach())
         return [reduce if r else normal for r in self.net.reduction]
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, tau: float) -> dict[str, float]:
+    def step(
+        self, x: torch.Tensor, y: torch.Tensor, tau: float | None = None
+    ) -> dict[str, torch.Tensor]:
         """One search step: sample z, forward, task loss + lambda * penalty, one backward, both
-        optimizers (spec §6.4 without the diagnostic backward passes)."""
+        optimizers (spec §6.4 without the diagnostic backward passes). ``tau`` defaults to the
+        current epoch's temperature."""
+        tau = self.tau_now if tau is None else tau
         self.model.train()
         cfg = self.cfg
         z = self.sample_z(tau)
@@ -175,17 +168,15 @@ class SearchLoop:
         nn.utils.clip_grad_norm_(self.net.arch_parameters(), cfg.optim.arch_grad_clip)
         self.w_optim.step()
         self.a_optim.step()
-        self.global_step += 1
         with torch.no_grad():
             acc = (out.logits.argmax(1) == y).float().mean()
         return {
-            "train/loss": float(loss.detach()),
-            "train/loss_task": float(task_loss.detach()),
-            "train/acc1": float(acc),
-            "cost/penalty": float(terms.penalty.detach()),
-            "cost/expected_size": float(terms.expected["size"]),
-            "cost/sampled_size": float(terms.sampled["size"]),
-            "arch/tau": tau,
+            "train/loss": loss.detach(),
+            "train/loss_task": task_loss.detach(),
+            "train/acc1": acc,
+            "cost/penalty": terms.penalty.detach(),
+            "cost/expected_size": terms.expected["size"].detach(),
+            "cost/sampled_size": terms.sampled["size"].detach(),
         }
 
     @torch.no_grad()
@@ -194,7 +185,7 @@ class SearchLoop:
         self.net.eval()
         totals = torch.zeros(3, device=self.device)  # loss sum, correct, count
         for x, y in loader:
-            x, y = self._to_device(x, y)
+            x, y = self.to_device(x, y)
             z = self.child_z() if child else self.sample_z(tau)
             logits = self.net(x, z).logits
             totals += torch.stack(
@@ -216,48 +207,23 @@ class SearchLoop:
             self.cfg.search.derivation,
         )
 
-    def train_epoch(self, epoch: int, sink: Any) -> dict[str, Any]:
-        """Train one epoch at its lr and tau; return the epoch's metric record."""
-        start = time.perf_counter()
-        tau, lr = self.tau(epoch), self.lr(epoch)
-        for group in self.w_optim.param_groups:
-            group["lr"] = lr
-        _set_epoch(self.train_loader, epoch, self.cfg.seed)
-        sums: dict[str, float] = {}
-        n = 0
-        for batch, (x, y) in enumerate(self.train_loader):
-            if batch >= self.steps_per_epoch:
-                break
-            x, y = self._to_device(x, y)
-            metrics = self.step(x, y, tau)
-            sink.log_step(self.global_step - 1, metrics)
-            for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + v
-            n += 1
-        means = torch.tensor([sums[k] / max(n, 1) for k in sorted(sums)], device=self.device)
-        means = self.reduce_mean(means)
-        record: dict[str, Any] = dict(zip(sorted(sums), means.tolist(), strict=True))
-        child_loss, child_acc = self.evaluate(self.val_loader, child=True, tau=tau)
-        relaxed_loss, relaxed_acc = self.evaluate(self.val_loader, child=False, tau=tau)
-        record.update(self._arch_metrics())
-        record.update(
-            {
-                "arch/tau": tau,
-                "lr/weights": lr,
-                "val/loss_child": child_loss,
-                "val/acc_child": child_acc,
-                "val/loss_relaxed": relaxed_loss,
-                "val/acc_relaxed": relaxed_acc,
-                "time/epoch_s": time.perf_counter() - start,
-            }
-        )
-        return record
+    def evaluate_epoch(self, epoch: int) -> dict[str, float]:
+        """Child (argmax) and relaxed-sample validation, then the architecture's statistics."""
+        child_loss, child_acc = self.evaluate(self.val_loader, child=True, tau=self.tau_now)
+        relaxed_loss, relaxed_acc = self.evaluate(self.val_loader, child=False, tau=self.tau_now)
+        return {
+            "val/loss_child": child_loss,
+            "val/acc_child": child_acc,
+            "val/loss_relaxed": relaxed_loss,
+            "val/acc_relaxed": relaxed_acc,
+        } | self.arch_metrics()
 
     @torch.no_grad()
-    def _arch_metrics(self) -> dict[str, Any]:
+    def arch_metrics(self) -> dict[str, float]:
+        """Entropy of each cell type's distribution and the expected cost under the softmax."""
         net = self.net
         probs = [torch.softmax(a, -1) for a in net.cell_log_alpha()]
-        record: dict[str, Any] = {
+        record = {
             "arch/entropy_normal": float(arch_entropy(net.log_alpha_normal)),
             "arch/entropy_reduce": float(arch_entropy(net.log_alpha_reduce)),
         }
@@ -265,110 +231,94 @@ class SearchLoop:
             record[f"cost/expected_{kind}"] = float(
                 sum((t[i] * p).sum() for t, p in zip(net.cost_tables, probs, strict=True))
             )
-        genotype = self.genotype()
-        record["genotype"] = genotype.to_dict()
-        record["_genotype_text"] = genotype.format()
         return record
 
-    # ----------------------------------------------------------------- state
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly: model (incl. log_alpha), optimizers, RNG."""
+    def artifacts(self) -> dict[str, Any]:
+        return {"genotype": self.genotype().to_dict()}
+
+    def texts(self) -> dict[str, str]:
+        return {"genotype": self.genotype().format()}
+
+    def step_line(self, metrics: dict[str, float]) -> str:
+        return (
+            f"loss {metrics['train/loss']:.4f} acc {metrics['train/acc1']:.3f} "
+            f"penalty {metrics['cost/penalty']:.4g} tau {self.tau_now:.3f}"
+        )
+
+    def epoch_line(self, record: EpochRecord) -> str:
+        m = record.metrics
+        return (
+            f"train loss {m['train/loss']:.4f} acc {m['train/acc1']:.3f} | "
+            f"val child acc {m['val/acc_child']:.3f} relaxed acc {m['val/acc_relaxed']:.3f} | "
+            f"tau {m['arch/tau']:.3f} lr {m['lr/weights']:.4g} | "
+            f"expected params {m['cost/expected_size']:.0f} | {m['time/epoch_s']:.1f}s"
+        )
+
+    def progress(self, record: EpochRecord) -> dict[str, Any]:
+        """The flat numbers a Ray or Tune report carries for this epoch."""
+        return progress_metrics(self.cfg, record.metrics, record.epoch)
+
+    # ----------------------------------------------------------------- state and result
+    def job_state(self) -> dict[str, Any]:
         return {
-            "format": CHECKPOINT_FORMAT,
-            "config": self.cfg.to_dict(),
-            "epoch": self.epoch,
-            "global_step": self.global_step,
             "model": self.net.state_dict(),
             "w_optim": self.w_optim.state_dict(),
             "a_optim": self.a_optim.state_dict(),
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "last_metrics": {k: v for k, v in self.last_metrics.items() if not k.startswith("_")},
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict`; the config must describe the same search."""
-        _check_same_search(self.cfg.to_dict(), state.get("config", {}))
-        try:
-            self.net.load_state_dict(state["model"])
-            self.w_optim.load_state_dict(state["w_optim"])
-            self.a_optim.load_state_dict(state["a_optim"])
-            torch.set_rng_state(state["rng_cpu"])
-            if state["rng_cuda"] and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(state["rng_cuda"])
-        except (KeyError, RuntimeError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise CheckpointError(f"checkpoint does not fit this supernet ({first})") from None
-        self.epoch = int(state["epoch"])
-        self.global_step = int(state["global_step"])
-        self.last_metrics = dict(state.get("last_metrics", {}))
+    def load_job_state(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["model"])
+        self.w_optim.load_state_dict(state["w_optim"])
+        self.a_optim.load_state_dict(state["a_optim"])
 
-    # ----------------------------------------------------------------- driver
-    def run(
-        self,
-        sink: Any,
-        after_epoch: Callable[[SearchLoop, dict[str, Any]], None] | None = None,
-    ) -> SearchResult:
-        """Train from ``self.epoch`` to ``search.epochs``; ``after_epoch`` saves checkpoints."""
-        epochs = self.cfg.search.epochs
-        for epoch in range(self.epoch, epochs):
-            record = self.train_epoch(epoch, sink)
-            self.epoch = epoch + 1
-            self.last_metrics = record
-            sink.log_epoch(epoch, self.global_step, record)
-            if after_epoch is not None:
-                after_epoch(self, record)
+    def result(self) -> SearchResult:
+        m = self.last_metrics
         return SearchResult(
             epochs_done=self.epoch,
             genotype=self.genotype(),
-            val_acc=float(self.last_metrics.get("val/acc_child", float("nan"))),
-            val_acc_relaxed=float(self.last_metrics.get("val/acc_relaxed", float("nan"))),
-            last_metrics=self.last_metrics,
+            val_acc=float(m.get("val/acc_child", float("nan"))),
+            val_acc_relaxed=float(m.get("val/acc_relaxed", float("nan"))),
+            last_metrics=dict(m),
         )
 
-
-# Fields that may change between an interrupted run and its resumption.
-_MAY_DIFFER = {"device", "output", "search.log_every", "data.num_workers", "data.root"}
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            flat.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            flat[f"{prefix}{k}"] = v
-    return flat
+    def write_outputs(self, paths: RunPaths, result: SearchResult) -> dict[str, Any]:
+        """Write ``genotype.json`` and ``result.json``; returns the latter's dict."""
+        return search_outputs(self.cfg, self.net, paths, result)
 
 
-def search_difference(
-    current: dict[str, Any], saved: dict[str, Any]
-) -> tuple[str, Any, Any] | None:
-    """The first config field (dotted key, saved value, current value) that makes two configs
-    different searches; None when only fields that may change on resume differ."""
-    a, b = _flatten(current), _flatten(saved)
-    for key in sorted(set(a) | set(b)):
-        if key in _MAY_DIFFER or key.split(".")[0] in _MAY_DIFFER:
-            continue
-        if a.get(key) != b.get(key):
-            return key, b.get(key), a.get(key)
-    return None
-
-
-def _check_same_search(current: dict[str, Any], saved: dict[str, Any]) -> None:
-    diff = search_difference(current, saved)
-    if diff is not None:
-        key, was, now = diff
-        raise CheckpointError(
-            f"checkpoint was made with {key}={was!r}, this run has {now!r} "
-            "(use a new --out folder to start a different search)"
-        )
-
-
-def check_same_search(cfg: ExperimentConfig, state: dict[str, Any]) -> None:
-    """Raise :class:`CheckpointError` unless ``state`` was saved by the search ``cfg`` describes
-    (what :meth:`SearchLoop.load_state_dict` checks, without building a loop)."""
-    _check_same_search(cfg.to_dict(), state.get("config", {}))
+def search_outputs(
+    cfg: ExperimentConfig, net: Supernet, paths: RunPaths, result: SearchResult
+) -> dict[str, Any]:
+    """``genotype.json`` and ``result.json`` (the child's cost as an evaluation network)."""
+    save_genotype(result.genotype, paths.genotype)
+    cost = genotype_cost(
+        result.genotype,
+        init_channels=cfg.space.init_channels,
+        layers=cfg.space.layers,
+        num_classes=net.num_classes,
+        image_size=net.image_size,
+        in_channels=net.in_channels,
+    )
+    summary = {
+        "val_acc": result.val_acc,
+        "val_acc_relaxed": result.val_acc_relaxed,
+        "params": cost.params,
+        "flops": cost.flops,
+        "mac": cost.mac,
+        "epochs_done": result.epochs_done,
+        "epochs": cfg.search.epochs,
+        "resource_lambda": cfg.cost.resource_lambda,
+        "estimator": cfg.cost.estimator,
+        "seed": cfg.seed,
+        "dataset": cfg.data.name,
+        "layers": cfg.space.layers,
+        "init_channels": cfg.space.init_channels,
+        "derivation": cfg.search.derivation,
+        "genotype": result.genotype.to_dict(),
+        "final_metrics": dict(result.last_metrics),
+    }
+    atomic_write_json(paths.result, summary)
+    return summary
 
 
 def build_search(
@@ -381,7 +331,7 @@ def build_search(
     world_size: int = 1,
     reduce_mean: Callable[[torch.Tensor], torch.Tensor] = identity,
 ) -> SearchLoop:
-    """Datasets, supernet, loaders and optimizers for ``cfg``, ready to ``run``.
+    """Datasets, supernet, loaders and optimizers for ``cfg``, ready to ``train``.
 
     The model is initialised from ``cfg.seed`` on every rank (identical start); sampling and
     augmentation then use ``seed + rank`` so each rank draws its own architecture sample.
@@ -389,7 +339,7 @@ def build_search(
     device = torch.device(device)
     splits = build_datasets(cfg.data)
     if len(splits.train) == 0 or len(splits.val) == 0:
-        raise SnasRayError("data: the train or validation split is empty (check data.limit)")
+        raise DataError("data: the train or validation split is empty (check data.limit)")
     torch.manual_seed(cfg.seed)
     net = Supernet(
         cfg.space,
@@ -400,14 +350,14 @@ def build_search(
     if cfg.search.channels_last:
         net = net.to(memory_format=torch.channels_last)
     model = prepare_model(net)
-    per_rank_batch = max(1, cfg.search.batch_size // world_size)
+    workers = cfg.data.num_workers
     train_loader = prepare_loader(
         make_loader(
             splits.train,
-            per_rank_batch,
+            max(1, cfg.search.batch_size // world_size),
             shuffle=True,
             seed=cfg.seed,
-            num_workers=cfg.data.num_workers,
+            num_workers=workers,
         )
     )
     val_loader = prepare_loader(
@@ -416,28 +366,45 @@ def build_search(
             cfg.search.eval_batch_size,
             shuffle=False,
             seed=cfg.seed,
-            num_workers=cfg.data.num_workers,
+            num_workers=workers,
         )
     )
     torch.manual_seed(cfg.seed + rank)
-    loop = SearchLoop(
-        cfg,
-        model,
-        train_loader,
-        val_loader,
+    return SearchLoop(cfg, model, train_loader, val_loader, device, reduce_mean=reduce_mean)
+
+
+def run_search(
+    cfg: ExperimentConfig,
+    out: Path | str,
+    *,
+    resume: bool = True,
+    hooks: Sequence[HookBase] = (),
+) -> dict[str, Any]:
+    """Run (or resume) a search in-process into ``out``; returns the ``result.json`` dict.
+
+    ``hooks`` run after each epoch's checkpoint is saved (a sweep trial reports there).
+    """
+    paths = RunPaths(Path(out)).make()
+    device = resolve_device(cfg.device)
+    loop = build_search(cfg, device)
+    logger.info(
+        "search: %s on %s, %d cells C=%d, %d epochs x %d steps, lambda=%g (%s), out %s",
+        cfg.data.name,
         device,
-        rank=rank,
-        world_size=world_size,
-        reduce_mean=reduce_mean,
+        cfg.space.layers,
+        cfg.space.init_channels,
+        cfg.search.epochs,
+        loop.steps_per_epoch,
+        cfg.cost.resource_lambda,
+        cfg.cost.estimator,
+        paths.root,
     )
-    return loop
-
-
-def resume_if_possible(loop: SearchLoop, paths: RunPaths) -> bool:
-    """Load ``paths.last_checkpoint`` into ``loop`` when it exists; True if it did."""
-    if not paths.last_checkpoint.exists():
-        return False
-    state = load_checkpoint(paths.last_checkpoint)
-    loop.load_state_dict(state)
-    logger.info("resuming %s after epoch %d", paths.root, loop.epoch)
-    return True
+    result = run_in_folder(
+        loop,
+        paths,
+        resume=resume,
+        tensorboard=cfg.output.tensorboard,
+        checkpoint_every=cfg.output.checkpoint_every,
+        hooks=hooks,
+    )
+    return loop.write_outputs(paths, result)

@@ -28,7 +28,13 @@ from typing import Any
 
 import yaml
 
-from snas_ray.config import ExperimentConfig, _build, _dump_value, apply_overrides, read_config_file
+from snas_ray.config import (
+    ExperimentConfig,
+    apply_overrides,
+    build_section,
+    dump_value,
+    read_config_file,
+)
 from snas_ray.errors import ConfigError
 
 __all__ = [
@@ -137,7 +143,7 @@ def _parse_param(key: str, body: Any, base: ExperimentConfig) -> ParamSpec:
         raw = [low, high]
     for value in raw:  # each value (or bound) must make a valid config
         try:
-            checked = apply_overrides(base, [f"{key}={_dump_value(value)}"])
+            checked = apply_overrides(base, [f"{key}={dump_value(value)}"])
         except ConfigError as exc:
             inner = exc.message if exc.field_name == key else f"{exc.field_name}: {exc.message}"
             raise ConfigError(where, f"value {value!r}: {inner}") from None
@@ -183,7 +189,7 @@ class SweepSpec:
         unknown = set(assignment) - {p.key for p in self.params}
         if unknown:
             raise ConfigError(f"sweep.{sorted(unknown)[0]}", "is not a swept key of this sweep")
-        return apply_overrides(self.base, [f"{k}={_dump_value(v)}" for k, v in assignment.items()])
+        return apply_overrides(self.base, [f"{k}={dump_value(v)}" for k, v in assignment.items()])
 
     def to_dict(self) -> dict[str, Any]:
         """The sweep config as YAML would hold it (``load_sweep`` reads it back)."""
@@ -249,7 +255,7 @@ def sweep_from_dict(tree: dict[str, Any], overrides: list[str] | None = None) ->
     if len(repeats) > 1:  # Tune has one num_samples for the whole sweep
         got = ", ".join(map(str, sorted(repeats)))
         raise ConfigError("sweep", f"random keys must share one samples value (got {got})")
-    options = _build(SweepOptions, {**tune_tree, **tune_set}, prefix="tune.")
+    options = build_section(SweepOptions, {**tune_tree, **tune_set}, prefix="tune.")
     return SweepSpec(base, params, options)
 
 

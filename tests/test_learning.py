@@ -7,7 +7,7 @@ import json
 import pytest
 
 from snas_ray.config import ExperimentConfig, apply_overrides
-from snas_ray.runfolder import run_search
+from snas_ray.search import run_search
 
 DIGITS = [
     "device=cpu",

@@ -12,8 +12,7 @@ from conftest import tiny_cfg
 from snas_ray.engine.checkpoint import load_checkpoint
 from snas_ray.errors import CheckpointError
 from snas_ray.layout import RunPaths
-from snas_ray.runfolder import run_search
-from snas_ray.search import SearchLoop, build_search, learning_rate
+from snas_ray.search import SearchLoop, build_search, learning_rate, run_search
 from snas_ray.space.cost import resource_penalty
 
 

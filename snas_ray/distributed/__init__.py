@@ -1,27 +1,27 @@
 """The Ray layers: the only package that imports ``ray`` (style.md §1).
 
-``train`` runs one search on N Ray Train workers; the CLI imports this package only when
-``--workers >= 1``, so in-process searches and ``--help`` never load Ray.
+``launch`` runs a search or a retraining on N Ray Train workers (``worker``), ``sweep`` and
+``sweep_trial`` run Tune populations of searches, ``submit`` sends a command to a cluster. The CLI
+imports this package only for ``--workers``, ``sweep`` and ``submit``, so in-process runs and
+``--help`` never load Ray.
 """
 
-from snas_ray.distributed.train import (
-    EpochReporter,
+from snas_ray.distributed.launch import (
     LaunchOptions,
-    bench_overhead,
     connect,
+    launch,
+    run_distributed_retrain,
     run_distributed_search,
     run_name,
-    train_fn_per_worker,
 )
-from snas_ray.errors import DistributedRunError
+from snas_ray.distributed.overhead import bench_overhead
 
 __all__ = [
-    "DistributedRunError",
-    "EpochReporter",
     "LaunchOptions",
     "bench_overhead",
     "connect",
+    "launch",
+    "run_distributed_retrain",
     "run_distributed_search",
     "run_name",
-    "train_fn_per_worker",
 ]

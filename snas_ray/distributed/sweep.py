@@ -30,11 +30,11 @@ import ray
 import yaml
 from ray import tune
 
-from snas_ray.distributed.sweep_trial import _trial_index, sweep_trial
-from snas_ray.distributed.train import connect
+from snas_ray.config import config_difference
+from snas_ray.distributed.launch import connect
+from snas_ray.distributed.sweep_trial import sweep_trial, trial_index
 from snas_ray.errors import SweepError
 from snas_ray.layout import atomic_write_json, atomic_write_text
-from snas_ray.search import search_difference
 from snas_ray.sweep_spec import SweepSpec, sweep_from_dict, trial_dirname
 
 __all__ = ["SweepError", "format_rows", "max_concurrent_trials", "run_sweep"]
@@ -130,7 +130,7 @@ def _prepare_folder(spec: SweepSpec, out: Path, resume: bool | None) -> bool:
         raise SweepError(f"--resume: {out} holds no sweep to continue (run without --resume)")
     if spec_file.is_file():
         saved = sweep_from_dict(yaml.safe_load(spec_file.read_text()))
-        diff = search_difference(spec.base.to_dict(), saved.base.to_dict())
+        diff = config_difference(spec.base.to_dict(), saved.base.to_dict())
         if diff is not None or saved.params != spec.params:
             what = f"{diff[0]}={diff[1]!r} there, {diff[2]!r} here" if diff else "sweep: differs"
             raise SweepError(f"{out} holds a different sweep ({what}); choose another --out")
@@ -164,7 +164,7 @@ def _summarize(results: Any, spec: SweepSpec, out: Path) -> list[dict[str, Any]]
         settings = {p.key: result.config.get(p.key) for p in spec.params}
         run_dir = metrics.get("run_dir")  # in the final report; stopped trials never send it
         if run_dir is None and metrics.get("trial_id"):
-            folder = out / "runs" / trial_dirname(_trial_index(metrics["trial_id"]), settings)
+            folder = out / "runs" / trial_dirname(trial_index(metrics["trial_id"]), settings)
             run_dir = str(folder) if folder.is_dir() else None
         summary: dict[str, Any] = {}
         if run_dir and (Path(run_dir) / "result.json").is_file():
@@ -302,7 +302,7 @@ def run_sweep(
             ray.shutdown()
     rows = _summarize(results, spec, out)
     if collect and any(r["status"] == "done" for r in rows):
-        from snas_ray.results.leaderboard import collect as collect_runs
+        from snas_ray.results import collect as collect_runs
 
         collect_runs(out).write(out / "collect")  # finds runs/ and skips Tune's folders
     _raise_for_unfinished(rows, spec)

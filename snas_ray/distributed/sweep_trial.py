@@ -18,15 +18,16 @@ import yaml
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from snas_ray.config import ExperimentConfig
-from snas_ray.distributed.train import LaunchOptions, _fit, _worker_logging, run_name
+from snas_ray.config import ExperimentConfig, config_difference
+from snas_ray.distributed.launch import LaunchOptions, fetch_result, fit, run_name
+from snas_ray.distributed.worker import worker_logging
+from snas_ray.engine.loop import EpochLoop, EpochRecord, HookBase
 from snas_ray.errors import SnasRayError
-from snas_ray.layout import RunPaths, atomic_write_json
-from snas_ray.runfolder import run_search
-from snas_ray.search import check_same_search
+from snas_ray.layout import RunPaths
+from snas_ray.search import run_search
 from snas_ray.sweep_spec import SweepSpec, progress_metrics, sweep_from_dict, trial_dirname
 
-__all__ = ["sweep_trial"]
+__all__ = ["TuneReportHook", "sweep_trial", "trial_index"]
 
 
 def _final_metrics(cfg: ExperimentConfig, summary: dict[str, Any]) -> dict[str, Any]:
@@ -44,20 +45,26 @@ def _finished(paths: RunPaths, cfg: ExperimentConfig) -> dict[str, Any] | None:
         return None
     try:
         summary = json.loads(paths.result.read_text())
-        check_same_search(cfg, {"config": yaml.safe_load(paths.config.read_text())})
+        saved = yaml.safe_load(paths.config.read_text())
     except (OSError, ValueError, yaml.YAMLError, SnasRayError):
         return None
+    if not isinstance(saved, dict) or config_difference(cfg.to_dict(), saved) is not None:
+        return None
     return summary if summary.get("epochs_done") == cfg.search.epochs else None
+
+
+class TuneReportHook(HookBase):
+    """Reports each epoch's progress numbers to Tune (after the epoch's checkpoint is saved)."""
+
+    def after_epoch(self, loop: EpochLoop, record: EpochRecord) -> None:
+        tune.report(loop.progress(record))
 
 
 def _search_in_trial(cfg: ExperimentConfig, paths: RunPaths, threads: int) -> dict[str, Any]:
     """The search in this trial's process (one worker), as ``snas-ray search`` runs it."""
     torch.set_num_threads(threads)
 
-    def report(loop: Any, record: dict[str, Any]) -> None:
-        tune.report(progress_metrics(cfg, record, loop.epoch - 1))
-
-    return run_search(cfg, paths.root, on_epoch=report)
+    return run_search(cfg, paths.root, hooks=[TuneReportHook()])
 
 
 def _search_nested(
@@ -73,16 +80,11 @@ def _search_nested(
         max_failures=opts.max_failures,
         name=run_name(paths.root),  # stable, so a retried trial resumes the same Train run
     )
-    result = _fit(cfg, paths, options, extra={"threads": threads}, callbacks=[TuneReportCallback()])
-    summary = (result.return_value or {}).get("result")
-    if summary is None:
-        raise SnasRayError(f"the Train run of {paths.root.name} returned no result")
-    if not paths.result.is_file():  # rank 0 ran on a node that does not share OUT
-        atomic_write_json(paths.result, summary)
-    return summary
+    result = fit(cfg, paths, options, extra={"threads": threads}, callbacks=[TuneReportCallback()])
+    return fetch_result(result, paths, "search")
 
 
-def _trial_index(trial_id: str) -> int:
+def trial_index(trial_id: str) -> int:
     # Tune numbers trials per experiment ("5351b_00004") and keeps ids across a restore.
     tail = trial_id.rsplit("_", 1)[-1]
     return int(tail) if tail.isdigit() else int(hashlib.sha1(trial_id.encode()).hexdigest()[:6], 16)
@@ -98,10 +100,10 @@ def sweep_trial(
 ) -> None:
     """The Tune trainable: one search of the sweep, into ``OUT/runs/<settings>``."""
     spec = sweep_from_dict(spec_tree)
-    _worker_logging(0, log_level)  # a handler in this process; WARNING unless --verbose
+    worker_logging(0, log_level)  # a handler in this process; WARNING unless --verbose
     assignment = {p.key: config[p.key] for p in spec.params}
     cfg = spec.trial_config(assignment)
-    index = _trial_index(tune.get_context().get_trial_id())
+    index = trial_index(tune.get_context().get_trial_id())
     paths = RunPaths(Path(out) / "runs" / trial_dirname(index, assignment)).make()
     summary = _finished(paths, cfg)
     if summary is None:

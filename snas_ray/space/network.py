@@ -1,4 +1,4 @@
-"""Fixed evaluation networks built from a ``Genotype`` (retraining), and their measured cost.
+"""Fixed evaluation networks built from a ``Genotype`` (retraining); ``measure.py`` costs them.
 
 Spec §11.1 (CIFAR child network), §11.3 (ImageNet), §15 (one init, both genotype forms).
 """
@@ -6,7 +6,6 @@ Spec §11.1 (CIFAR child network), §11.3 (ImageNet), §15 (one init, both genot
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -15,16 +14,7 @@ from snas_ray.genotype import Genotype
 from snas_ray.space.ops import AuxiliaryHead, FactorizedReduce, ReLUConvBN, drop_path, make_op
 from snas_ray.space.supernet import reduction_layers
 
-__all__ = [
-    "AuxiliaryHeadImageNet",
-    "Cell",
-    "NetworkCIFAR",
-    "NetworkImageNet",
-    "NetworkCost",
-    "count_parameters",
-    "measure_cost",
-    "genotype_cost",
-]
+__all__ = ["AuxiliaryHeadImageNet", "Cell", "NetworkCIFAR", "NetworkImageNet"]
 
 
 class Cell(nn.Module):
@@ -287,109 +277,3 @@ class NetworkImageNet(_Network):
         """Logits, and the auxiliary logits in training mode with an auxiliary head (else None)."""
         s0 = self.stem0(x)
         return self._forward_cells(s0, self.stem1(s0))
-
-
-_AUX_HEADS = (AuxiliaryHead, AuxiliaryHeadImageNet)
-
-
-def count_parameters(module: nn.Module, exclude_aux: bool = True) -> int:
-    """Number of parameter elements, by default leaving out auxiliary heads (as papers report)."""
-    skip: set[int] = set()
-    if exclude_aux:
-        for m in module.modules():
-            if isinstance(m, _AUX_HEADS):
-                skip.update(id(p) for p in m.parameters())
-    return sum(p.numel() for p in module.parameters() if id(p) not in skip)
-
-
-@dataclass(frozen=True)
-class NetworkCost:
-    """Measured cost of a network for one image.
-
-    Attributes:
-        params: Parameter elements without the auxiliary head (the figure papers report).
-        params_aux: Parameter elements including the auxiliary head.
-        flops: Multiply-adds over every Conv2d and Linear (ReLU, BN and pooling are ignored).
-        mac: Memory access in elements (ShuffleNet-V2): input + output + weights (biases
-            left out, as in spec §1.3) of every Conv2d, Linear and pooling layer.
-    """
-
-    params: int
-    params_aux: int
-    flops: int
-    mac: int
-
-
-_COUNTED = (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
-
-
-def measure_cost(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 32, 32)) -> NetworkCost:
-    """Measure ``model`` with forward hooks on one eval-mode pass of a zero input.
-
-    Eval mode means the auxiliary head does not run, so it counts in ``params_aux`` only. Counts
-    are per image whatever the batch in ``input_shape``. Hooks are removed and every submodule's
-    training flag restored afterwards.
-    """
-    totals = {"flops": 0, "mac": 0}
-
-    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        n = output.shape[0]
-        x_el, y_el = inputs[0].numel() // n, output.numel() // n
-        if isinstance(module, nn.Conv2d):
-            k_h, k_w = module.kernel_size
-            w_el = module.weight.numel()
-            totals["flops"] += y_el * (module.in_channels // module.groups) * k_h * k_w
-        elif isinstance(module, nn.Linear):
-            w_el = module.weight.numel()
-            totals["flops"] += module.in_features * module.out_features
-        else:
-            w_el = 0  # pooling reads and writes, but holds no weights
-        totals["mac"] += x_el + y_el + w_el
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _COUNTED)]
-    modes = {m: m.training for m in model.modules()}
-    try:
-        model.eval()
-        ref = next(model.parameters(), torch.zeros(()))  # input on the model's device and dtype
-        with torch.no_grad():
-            model(torch.zeros(input_shape, device=ref.device, dtype=ref.dtype))
-    finally:
-        for h in handles:
-            h.remove()
-        for m, training in modes.items():
-            m.training = training
-    return NetworkCost(
-        params=count_parameters(model, exclude_aux=True),
-        params_aux=count_parameters(model, exclude_aux=False),
-        flops=totals["flops"],
-        mac=totals["mac"],
-    )
-
-
-def genotype_cost(
-    genotype: Genotype,
-    *,
-    init_channels: int,
-    layers: int,
-    num_classes: int = 10,
-    image_size: int = 32,
-    in_channels: int = 3,
-    auxiliary: bool = False,
-    imagenet: bool = False,
-) -> NetworkCost:
-    """Build the child network of ``genotype`` on CPU and measure it with :func:`measure_cost`.
-
-    Raises:
-        ValueError: for ``imagenet=True`` with ``in_channels != 3`` (the ImageNet stem is RGB).
-    """
-    shape = {"init_channels": init_channels, "layers": layers, "num_classes": num_classes}
-    model: nn.Module
-    if imagenet:
-        if in_channels != 3:
-            raise ValueError(f"imagenet networks take 3 input channels, got {in_channels}")
-        model = NetworkImageNet(genotype, auxiliary=auxiliary, **shape)
-    else:
-        model = NetworkCIFAR(
-            genotype, auxiliary=auxiliary, in_channels=in_channels, image_size=image_size, **shape
-        )
-    return measure_cost(model, (1, in_channels, image_size, image_size))

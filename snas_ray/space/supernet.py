@@ -183,6 +183,12 @@ class Supernet(nn.Module):
             torch.empty(shape).normal_(space.alpha_init_mean, space.alpha_init_std)
         )
 
+    @property
+    def has_unused_parameters(self) -> bool:
+        """True when one cell type never occurs (e.g. 2 layers: both cells reduce), so its
+        logit matrix never gets a gradient; DDP then needs its search for unused parameters."""
+        return len(set(self.reduction)) < 2
+
     def arch_parameters(self) -> list[nn.Parameter]:
         """The architecture logits, normal first."""
         return [self.log_alpha_normal, self.log_alpha_reduce]

@@ -8,12 +8,11 @@ import os
 import pytest
 from conftest import tiny_cfg
 
-from snas_ray.retrain_run import run_retrain
+from snas_ray.retrain import run_retrain
 
 ray = pytest.importorskip("ray")
 
-from snas_ray.distributed import LaunchOptions
-from snas_ray.distributed.retrain import run_distributed_retrain
+from snas_ray.distributed import LaunchOptions, run_distributed_retrain  # noqa: E402
 
 _TINY = (
     "train.genotype=SNAS_mild_edge_all",

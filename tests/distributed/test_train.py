@@ -25,8 +25,7 @@ from snas_ray.distributed import LaunchOptions, bench_overhead, run_distributed_
 from snas_ray.engine.checkpoint import load_checkpoint
 from snas_ray.errors import CheckpointError, DistributedRunError
 from snas_ray.genotype import load_genotype
-from snas_ray.runfolder import run_search
-from snas_ray.search import SearchLoop, build_search
+from snas_ray.search import SearchLoop, build_search, run_search
 
 _ENV = {
     "RAY_AUTH_MODE": "disabled",  # no ~/.ray/auth_token in tests (ray-notes §5)
@@ -72,7 +71,7 @@ def _worker_fn(probes: Path, crashes: tuple[tuple[int, int], ...] = ()):
         import ray.train
         import torch
 
-        from snas_ray.distributed.train import train_fn_per_worker
+        from snas_ray.distributed.worker import train_fn_per_worker
         from snas_ray.search import SearchLoop
 
         rank = ray.train.get_context().get_world_rank()
@@ -85,7 +84,7 @@ def _worker_fn(probes: Path, crashes: tuple[tuple[int, int], ...] = ()):
                 self.first_z = [t.detach().cpu().clone() for t in z]
             return z
 
-        def probe_step(self, x, y, tau):
+        def probe_step(self, x, y, tau=None):
             metrics = step(self, x, y, tau)
             if not dump.exists():
                 params = {n: p.detach().cpu().clone() for n, p in self.net.named_parameters()}
@@ -229,10 +228,10 @@ def test_search_without_workers_never_imports_ray(tmp_path):
     # The in-process driver is stubbed: this is about imports, not about searching.
     code = (
         "import sys\n"
-        "import snas_ray.runfolder\n"
+        "import snas_ray.search\n"
         "from snas_ray.cli import main\n"
         "keys = ('val_acc', 'params', 'flops', 'mac', 'epochs_done')\n"
-        "snas_ray.runfolder.run_search = lambda cfg, out, resume: dict.fromkeys(keys, 0)\n"
+        "snas_ray.search.run_search = lambda cfg, out, resume: dict.fromkeys(keys, 0)\n"
         "try:\n"
         "    main(['search', '--help'])\n"
         "except SystemExit:\n"
@@ -253,7 +252,7 @@ def test_the_failure_line_names_the_rank_that_died_not_its_peers():
     from ray.exceptions import RayActorError
     from ray.train.v2._internal.exceptions import WorkerHealthCheckFailedError
 
-    from snas_ray.distributed.train import root_failure
+    from snas_ray.distributed.failures import root_failure
 
     peer = RuntimeError("[gloo/transport/tcp/pair.cc:534] Connection closed by peer [10.0.0.2]:1")
     died = WorkerHealthCheckFailedError("A worker health check failed.", failure=RayActorError())

@@ -18,7 +18,7 @@ from torch import nn
 
 from snas_ray.cli import main
 from snas_ray.genotype import REGISTRY, save_genotype
-from snas_ray.results.report import COST_SETTINGS, CostSetting
+from snas_ray.space.measure import COST_SETTINGS, CostSetting
 from snas_ray.space.network import NetworkCIFAR, NetworkImageNet
 
 # Millions of parameters without the auxiliary head of the reference evaluation network (C=36,

@@ -1,0 +1,253 @@
+"""Finding run folders and reading one: a ranked :class:`Row`, or why it was :class:`Skipped`.
+
+A run folder is a ``RunPaths``; only ``result.json``, ``genotype.json``, ``config.yaml`` and a
+retrained ``retrain/result.json`` are read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from snas_ray.errors import GenotypeError
+from snas_ray.genotype import Genotype, load_genotype
+from snas_ray.layout import RunPaths
+
+__all__ = [
+    "COLUMN_SETTINGS",
+    "COSTS",
+    "RETRAIN_RESULT",
+    "Row",
+    "Skipped",
+    "find_run_folders",
+    "read_run",
+]
+
+COSTS = ("params", "flops", "mac")
+# Where a later collect finds a retrained accuracy, relative to the run folder: a JSON object
+# whose "test_acc" (a fraction, like val_acc) replaces the search-time accuracy of that run.
+RETRAIN_RESULT = Path("retrain") / "result.json"
+# Config fields every row has a column for; swept fields among them are not repeated.
+COLUMN_SETTINGS = ("seed", "cost.resource_lambda", "cost.estimator")
+_RUN_FILES = ("result.json", "genotype.json", "config.yaml", "metrics.jsonl")
+_REQUIRED = ("params", "flops", "mac", "epochs_done", "epochs")
+# Config fields that change where or how fast a run writes, never what it finds.
+_BOOKKEEPING = re.compile(
+    r"^(device|output\..*|search\.(log_every|eval_batch_size|channels_last)"
+    r"|data\.(root|download|num_workers))$"
+)
+# result.json fields standing in for config.yaml when a run folder has none.
+_RESULT_SETTINGS = {
+    "seed": "seed",
+    "resource_lambda": "cost.resource_lambda",
+    "estimator": "cost.estimator",
+    "dataset": "data.name",
+    "layers": "space.layers",
+    "init_channels": "space.init_channels",
+    "derivation": "search.derivation",
+}
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A run folder left out of the ranking: ``kind`` is ``"broken"`` or ``"unfinished"``."""
+
+    run: str
+    kind: str
+    reason: str
+
+
+@dataclass
+class Row:
+    """One complete run: its settings, accuracy and cost, and where it ranks.
+
+    Attributes:
+        run: The run folder relative to the collected folder (``"."`` for the folder itself).
+        path: The run folder.
+        genotype: The derived genotype.
+        genotype_file: ``genotype.json`` relative to the collected folder, if the run has one.
+        result: The run's ``result.json``.
+        settings: Its flattened config (dotted keys), or what ``result.json`` says of it.
+        search_acc: The ranking metric as the search measured it.
+        test_acc: Retrained test accuracy from ``retrain/result.json``, if present.
+        rank: 1 for the most accurate; runs of equal accuracy share a rank.
+        pareto: Whether no other run is at least as accurate and as cheap.
+        group: Id of the runs sharing all settings but the seed.
+    """
+
+    run: str
+    path: Path
+    genotype: Genotype
+    genotype_file: str | None
+    result: dict[str, Any]
+    settings: dict[str, Any]
+    search_acc: float
+    test_acc: float | None = None
+    rank: int = 0
+    pareto: bool = False
+    group: int = 0
+
+    @property
+    def acc(self) -> float:
+        """The accuracy that ranks the run: retrained if present, else the search metric."""
+        return self.search_acc if self.test_acc is None else self.test_acc
+
+    @property
+    def acc_source(self) -> str:
+        """``"retrain"`` or ``"search"``: where :attr:`acc` comes from."""
+        return "search" if self.test_acc is None else "retrain"
+
+    def setting(self, key: str) -> Any:
+        """A result.json field such as ``estimator``, else its config.yaml value, else None."""
+        return self.result.get(key, self.settings.get(_RESULT_SETTINGS.get(key, key)))
+
+    @property
+    def slug(self) -> str:
+        """The run as one file-name-safe word, for ``front/`` and ``cells/`` files."""
+        text = "run" if self.run == "." else self.run.replace("/", "__")
+        return re.sub(r"[^A-Za-z0-9._-]", "_", text)
+
+
+def find_run_folders(root: Path | str, *, exclude: Sequence[Path] = ()) -> Iterator[Path]:
+    """Yields every run folder under ``root`` (``root`` included), in sorted order.
+
+    A run folder holds at least one of result.json, genotype.json, config.yaml, metrics.jsonl;
+    the walk does not enter it further (its ``retrain/``, ``checkpoints/``, ``tb/``). Ray Tune's
+    trial bookkeeping folders (``params.json`` or ``progress.csv`` beside a result.json, but none
+    of our other files) are walked through, not taken as runs. Hidden folders are skipped.
+    """
+    skip = {Path(p).resolve() for p in exclude}
+    for folder, dirs, files in os.walk(root):
+        path = Path(folder)
+        dirs[:] = sorted(
+            d for d in dirs if not d.startswith(".") and (path / d).resolve() not in skip
+        )
+        names = set(files)
+        ours = names & set(_RUN_FILES)
+        tune_only = ours == {"result.json"} and names & {"params.json", "progress.csv"}
+        if ours and not tune_only:
+            dirs[:] = []
+            yield path
+
+
+def read_run(paths: RunPaths, run: str, metric: str, warnings: list[str]) -> Row | Skipped:
+    """Reads one run folder: a :class:`Row` if it finished, else why it is :class:`Skipped`.
+
+    Args:
+        paths: The run folder.
+        run: Its name in the leaderboard (the folder relative to the collected one).
+        metric: The accuracy key of result.json (or of its ``final_metrics``) to rank on.
+        warnings: Gets a line for each problem that does not stop the run from ranking.
+    """
+    try:
+        return _read_row(paths, run, metric, warnings)
+    except _Broken as exc:
+        return Skipped(run, "unfinished" if isinstance(exc, _Unfinished) else "broken", str(exc))
+
+
+class _Broken(Exception):
+    """A run folder that cannot be read; the message says why."""
+
+
+class _Unfinished(_Broken):
+    """A run folder whose search has not finished (yet)."""
+
+
+def _read_row(paths: RunPaths, run: str, metric: str, warnings: list[str]) -> Row:
+    if not paths.result.is_file():
+        raise _Unfinished("no result.json yet")
+    result = _read_json(paths.result)
+    if not isinstance(result, dict):
+        raise _Broken("result.json: not an object")
+    nested = result.get("final_metrics") if isinstance(result.get("final_metrics"), dict) else {}
+    missing = [k for k in _REQUIRED if k not in result]
+    missing += [] if metric in result or metric in nested else [metric]
+    if missing:
+        raise _Broken(f"result.json: missing field {', '.join(map(repr, missing))}")
+    acc = _number(result.get(metric, nested.get(metric)), f"result.json: {metric}")
+    for k in _REQUIRED:
+        _number(result[k], f"result.json: {k}")
+    if result["epochs_done"] < result["epochs"]:
+        raise _Unfinished(f"{result['epochs_done']:g} of {result['epochs']:g} epochs done")
+    genotype = _genotype(paths, result)
+    has_file = paths.genotype.is_file()
+    return Row(
+        run=run,
+        path=paths.root,
+        genotype=genotype,
+        genotype_file=(Path(run) / "genotype.json").as_posix() if has_file else None,
+        result=result,
+        settings=_settings(paths, result),
+        search_acc=acc,
+        test_acc=_test_acc(paths, warnings, run),
+    )
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _Broken(f"{path.name}: cannot read: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise _Broken(f"{path.name}: invalid JSON: {exc}") from None
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _Broken(f"{where} is not a finite number: {value!r}")
+    return value
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= _flatten(v, f"{prefix}{k}.")
+        elif not _BOOKKEEPING.match(f"{prefix}{k}"):
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _settings(paths: RunPaths, result: dict[str, Any]) -> dict[str, Any]:
+    if not paths.config.is_file():
+        return {key: result[k] for k, key in _RESULT_SETTINGS.items() if k in result}
+    try:
+        cfg = yaml.safe_load(paths.config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise _Broken(f"config.yaml: cannot read: {str(exc).splitlines()[0]}") from None
+    if not isinstance(cfg, dict):
+        raise _Broken("config.yaml: not a mapping")
+    return _flatten(cfg)
+
+
+def _genotype(paths: RunPaths, result: dict[str, Any]) -> Genotype:
+    try:
+        if paths.genotype.is_file():
+            return load_genotype(paths.genotype)
+        if "genotype" in result:
+            return Genotype.from_dict(result["genotype"])
+    except GenotypeError as exc:
+        raise _Broken(str(exc)) from None
+    raise _Broken("no genotype.json and no genotype in result.json")
+
+
+def _test_acc(paths: RunPaths, warnings: list[str], run: str) -> float | None:
+    path = paths.root / RETRAIN_RESULT
+    if not path.is_file():
+        return None
+    try:
+        data = _read_json(path)
+        if not isinstance(data, dict) or "test_acc" not in data:
+            raise _Broken(f"{RETRAIN_RESULT.as_posix()}: no test_acc")
+        return _number(data["test_acc"], f"{RETRAIN_RESULT.as_posix()}: test_acc")
+    except _Broken as exc:
+        warnings.append(f"{run}: {exc}; ranked on its search accuracy")
+        return None
