@@ -24,8 +24,9 @@ from snas_ray.engine.checkpoint import load_checkpoint
 from snas_ray.engine.loop import EpochLoop, EpochRecord, HookBase, identity
 from snas_ray.engine.runfolder import resolve_device, run_in_folder
 from snas_ray.errors import CheckpointError, ConfigError, DataError
-from snas_ray.genotype import Genotype, load_genotype
+from snas_ray.genotype import Genotype
 from snas_ray.layout import RunPaths, atomic_write_json
+from snas_ray.published import load_genotype
 from snas_ray.space.measure import genotype_cost
 from snas_ray.space.network import NetworkCIFAR, NetworkImageNet
 

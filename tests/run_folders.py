@@ -7,7 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from snas_ray.genotype import REGISTRY, save_genotype
+from snas_ray.genotype import save_genotype
+from snas_ray.published import REGISTRY
 
 
 def make_run(

@@ -12,13 +12,11 @@ from snas_ray.errors import GenotypeError
 from snas_ray.genotype import (
     KNOWN_OPS,
     PRIMITIVES,
-    REGISTRY,
     Genotype,
     genotype_from_nodes,
-    get_genotype,
-    load_genotype,
     save_genotype,
 )
+from snas_ray.published import REGISTRY, get_genotype, load_genotype
 
 NAMES = sorted(REGISTRY)
 SNAS_LEVELS = ("mild", "moderate", "aggressive")

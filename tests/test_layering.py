@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "snas_ray"
 # listed as siblings (space, data, engine) must not import each other.
 LAYERS = [
     {"errors", "layout"},
-    {"config", "genotype", "sweep_spec"},
+    {"config", "genotype", "published", "sweep_spec"},
     {"space", "data", "engine"},
     {"search", "retrain", "bench"},
     {"results"},
@@ -26,9 +26,7 @@ MAX_LINES = 400
 # Modules still over the limit, each with the reason it has not been split yet; a module not
 # listed here fails at 401 lines, and one listed here fails once it grows past its allowance.
 OVER_LIMIT = {
-    "snas_ray.cli": 470,  # one function per subcommand; to become a cli/ package
     "snas_ray.config": 520,  # sections plus parsing; the parser is to move beside it
-    "snas_ray.genotype": 410,  # the published registry table is to move into its own module
     "snas_ray.search": 420,  # the loop and its run-folder driver; budget work will split it
 }
 

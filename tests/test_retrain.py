@@ -16,7 +16,8 @@ from PIL import Image
 from snas_ray import cli
 from snas_ray.engine.checkpoint import load_checkpoint
 from snas_ray.errors import ConfigError
-from snas_ray.genotype import get_genotype, save_genotype
+from snas_ray.genotype import save_genotype
+from snas_ray.published import get_genotype
 from snas_ray.retrain import RetrainLoop, build_retrain, retrain_genotype, run_retrain
 
 _TINY = (

@@ -7,7 +7,6 @@ Reads the run folders under a sweep folder (:mod:`.runs`), groups runs that diff
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import logging
 import math
@@ -120,23 +119,12 @@ class Leaderboard:
         """Retrains the ``k`` most accurate front genotypes with ``snas_ray.retrain``.
 
         Calls ``snas_ray.retrain.retrain_genotype(genotype_file, out, config=config)`` for each,
-        with ``out = <run>/retrain``, where it must leave ``result.json`` with ``test_acc``;
-        collect again to fold the results in.
-
-        Raises:
-            SnasRayError: if ``snas_ray.retrain`` does not exist yet or lacks that function.
+        with ``out = <run>/retrain``, where it leaves ``result.json`` with ``test_acc``; collect
+        again to fold the results in.
         """
-        try:
-            module = importlib.import_module("snas_ray.retrain")
-        except ModuleNotFoundError as exc:
-            if exc.name != "snas_ray.retrain":
-                raise
-            raise SnasRayError(
-                "--retrain: retraining is not available yet (snas_ray.retrain is missing)"
-            ) from None
-        retrain_genotype = getattr(module, "retrain_genotype", None)
-        if retrain_genotype is None:
-            raise SnasRayError("--retrain: snas_ray.retrain has no retrain_genotype()")
+        # Imported here: retraining needs torch, which collecting and reporting never import.
+        from snas_ray.retrain import retrain_genotype
+
         outs = []
         for r in sorted(self.front, key=lambda r: r.rank)[:k]:
             out = r.path / RETRAIN_RESULT.parent

@@ -187,17 +187,3 @@ def render_markdown(lb: Board) -> str:
         out += [""] + [f"- {w}" for w in lb.warnings] + [""]
     out += ["Files: `leaderboard.csv`, `leaderboard.json`, `pareto.png`, `front/`, `cells/`.", ""]
     return "\n".join(out)
-
-
-# COST_SETTINGS, CostSetting and evaluation_cost moved to snas_ray.space.measure (they build a
-# torch network, and this package imports no torch). Looked up on first use, only until cli.py
-# imports them from there; then this goes.
-_MOVED_TO_MEASURE = {"COST_SETTINGS", "CostSetting", "evaluation_cost"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED_TO_MEASURE:
-        from snas_ray.space import measure
-
-        return getattr(measure, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,8 +17,9 @@ from typing import Any
 
 import yaml
 
+from snas_ray.config import config_difference, flatten
 from snas_ray.errors import GenotypeError
-from snas_ray.genotype import Genotype, load_genotype
+from snas_ray.genotype import Genotype, read_genotype
 from snas_ray.layout import RunPaths
 
 __all__ = [
@@ -39,11 +40,6 @@ RETRAIN_RESULT = Path("retrain") / "result.json"
 COLUMN_SETTINGS = ("seed", "cost.resource_lambda", "cost.estimator")
 _RUN_FILES = ("result.json", "genotype.json", "config.yaml", "metrics.jsonl")
 _REQUIRED = ("params", "flops", "mac", "epochs_done", "epochs")
-# Config fields that change where or how fast a run writes, never what it finds.
-_BOOKKEEPING = re.compile(
-    r"^(device|output\..*|search\.(log_every|eval_batch_size|channels_last)"
-    r"|data\.(root|download|num_workers))$"
-)
 # result.json fields standing in for config.yaml when a run folder has none.
 _RESULT_SETTINGS = {
     "seed": "seed",
@@ -206,14 +202,10 @@ def _number(value: Any, where: str) -> float:
     return value
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out |= _flatten(v, f"{prefix}{k}.")
-        elif not _BOOKKEEPING.match(f"{prefix}{k}"):
-            out[f"{prefix}{k}"] = v
-    return out
+def _is_bookkeeping(key: str) -> bool:
+    # A field a resumed run may change (config.RESUME_MAY_DIFFER: where or how fast a run writes,
+    # never what it finds) is one whose change alone config_difference does not count.
+    return config_difference({key: 0}, {key: 1}) is None
 
 
 def _settings(paths: RunPaths, result: dict[str, Any]) -> dict[str, Any]:
@@ -225,13 +217,13 @@ def _settings(paths: RunPaths, result: dict[str, Any]) -> dict[str, Any]:
         raise _Broken(f"config.yaml: cannot read: {str(exc).splitlines()[0]}") from None
     if not isinstance(cfg, dict):
         raise _Broken("config.yaml: not a mapping")
-    return _flatten(cfg)
+    return {k: v for k, v in flatten(cfg).items() if not _is_bookkeeping(k)}
 
 
 def _genotype(paths: RunPaths, result: dict[str, Any]) -> Genotype:
     try:
         if paths.genotype.is_file():
-            return load_genotype(paths.genotype)
+            return read_genotype(paths.genotype)
         if "genotype" in result:
             return Genotype.from_dict(result["genotype"])
     except GenotypeError as exc:

@@ -24,7 +24,7 @@ from snas_ray.cli import main
 from snas_ray.distributed import LaunchOptions, bench_overhead, run_distributed_search, run_name
 from snas_ray.engine.checkpoint import load_checkpoint
 from snas_ray.errors import CheckpointError, DistributedRunError
-from snas_ray.genotype import load_genotype
+from snas_ray.published import load_genotype
 from snas_ray.search import SearchLoop, build_search, run_search
 
 _ENV = {

@@ -11,11 +11,11 @@ import types
 from pathlib import Path
 
 import pytest
+import yaml
 from run_folders import make_run
 
 from snas_ray.cli import main
-from snas_ray.errors import SnasRayError
-from snas_ray.genotype import REGISTRY, load_genotype
+from snas_ray.published import REGISTRY, load_genotype
 from snas_ray.results import RETRAIN_RESULT, collect, pareto_front
 
 
@@ -91,6 +91,23 @@ def test_seeds_aggregate_to_mean_and_sample_std(tmp_path: Path) -> None:
     assert rec["lam1e-3-s2"]["group_mean"] == pytest.approx(0.84)
     assert rec["lam1e-3-s2"]["group_size"] == 3
     assert rec["lam0-lr-s0"]["optim.lr"] == 0.1  # a swept field becomes a column
+
+
+def test_fields_a_resume_may_change_do_not_split_groups(tmp_path: Path) -> None:
+    # Exactly config.RESUME_MAY_DIFFER is bookkeeping: where or how fast a run writes.
+    for seed, (device, tb, log_every, root) in enumerate(
+        [("cpu", True, 50, "data"), ("cuda", False, 7, "/elsewhere")]
+    ):
+        run = make_run(tmp_path, f"s{seed}", acc=0.80 + seed / 100, params=100, seed=seed)
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        config |= {"device": device, "output": {"tensorboard": tb, "checkpoint_every": seed + 1}}
+        config |= {"train": {"log_every": log_every, "channels_last": bool(seed)}}
+        config |= {"search": {"eval_batch_size": 64 * (seed + 1)}, "data": {"root": root}}
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+    lb = collect(tmp_path)
+    assert lb.swept == ["seed"]
+    assert [g.runs for g in lb.groups] == [("s0", "s1")]
+    assert "device" not in lb.rows[0].settings and "optim.lr" in lb.rows[0].settings
 
 
 def test_broken_and_unfinished_runs_are_reported_and_skipped(tmp_path: Path) -> None:
@@ -209,17 +226,6 @@ def test_retrained_accuracy_outranks_search_accuracy(tmp_path: Path) -> None:
     ]
     assert lb.rows[0].search_acc == 0.80 and lb.records()[0]["test_acc"] == 0.97
     assert lb.warnings == ["c: retrain/result.json: no test_acc; ranked on its search accuracy"]
-
-
-def test_retrain_without_retrain_module(tmp_path: Path, monkeypatch, capsys) -> None:
-    make_run(tmp_path, "a", acc=0.9, params=100)
-    monkeypatch.setitem(sys.modules, "snas_ray.retrain", None)  # as if issue 6 were not merged
-    with pytest.raises(SnasRayError, match="retraining is not available yet"):
-        collect(tmp_path).retrain(1)
-    assert main(["collect", str(tmp_path), "--retrain", "1"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("snas-ray: error: --retrain: retraining is not available yet")
-    assert len(err.splitlines()) == 1
 
 
 def test_retrain_hands_off_top_front_genotypes(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from snas_ray.cli import main
-from snas_ray.genotype import REGISTRY, save_genotype
+from snas_ray.genotype import save_genotype
+from snas_ray.published import REGISTRY
 from snas_ray.space.measure import COST_SETTINGS, CostSetting
 from snas_ray.space.network import NetworkCIFAR, NetworkImageNet
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from snas_ray.genotype import REGISTRY
+from snas_ray.published import REGISTRY
 from snas_ray.space.measure import NetworkCost, count_parameters, genotype_cost, measure_cost
 from snas_ray.space.network import NetworkCIFAR, NetworkImageNet
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from snas_ray.genotype import REGISTRY
+from snas_ray.published import REGISTRY
 from snas_ray.space import network
 from snas_ray.space.measure import count_parameters
 from snas_ray.space.network import NetworkCIFAR, NetworkImageNet

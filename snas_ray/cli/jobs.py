@@ -1,0 +1,154 @@
+"""The subcommands that run a job or send one: ``search``, ``train``, ``sweep``, ``submit``.
+
+Each imports what it needs when called, and Ray only for ``--workers >= 1``, a sweep or a
+submission, so that ``snas-ray search --help`` and in-process runs never load it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+__all__ = ["cmd_search", "cmd_submit", "cmd_sweep", "cmd_train"]
+
+_SUBMITTABLE = ("search", "sweep", "train", "collect")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """``snas-ray search``: runs or resumes a search in-process or on Ray Train workers."""
+    from snas_ray.config import load_config
+    from snas_ray.errors import SnasRayError
+    from snas_ray.layout import RunPaths
+    from snas_ray.search import run_search
+
+    cfg = load_config(args.config, args.overrides)
+    out = args.out or Path("runs") / (args.config.stem if args.config else "default")
+    if args.no_resume and RunPaths(out).last_checkpoint.exists():
+        raise SnasRayError(f"--out {out} already holds a checkpoint (drop --no-resume to resume)")
+    ray_flags = ("gpus_per_worker", "address", "storage")
+    if args.workers < 0 or (args.workers == 0 and any(getattr(args, f) for f in ray_flags)):
+        raise SnasRayError("--workers must be >= 1 with --gpus-per-worker/--address/--storage")
+    if args.workers >= 1:  # Ray is imported here only, so in-process runs never load it
+        from snas_ray.distributed import LaunchOptions, run_distributed_search
+
+        options = LaunchOptions(
+            workers=args.workers,
+            gpus_per_worker=args.gpus_per_worker,
+            address=args.address,
+            storage=args.storage,
+            max_failures=args.max_failures,
+        )
+        result = run_distributed_search(cfg, out, options)
+    else:
+        result = run_search(cfg, out, resume=not args.no_resume)
+    keys = ("val_acc", "params", "flops", "mac", "epochs_done")
+    print(json.dumps({k: result[k] for k in keys} | {"out": str(out)}))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``snas-ray train``: retrains a genotype from scratch, or tests a retraining checkpoint."""
+    from snas_ray.config import load_config
+    from snas_ray.errors import SnasRayError
+
+    if args.test:
+        from snas_ray.retrain import evaluate_checkpoint
+
+        if args.checkpoint is None or args.config or args.genotype:
+            raise SnasRayError("--test takes --checkpoint PATH (and --set, --device), no more")
+        result = evaluate_checkpoint(args.checkpoint, args.overrides, args.device)
+        print(f"test top-1 {result['test_acc']:.4f} top-5 {result['test_acc5']:.4f}")
+        print(json.dumps(result))
+        return 0
+    if args.checkpoint or args.device:
+        raise SnasRayError("--checkpoint and --device go with --test")
+    from snas_ray.published import load_genotype
+
+    cfg = load_config(args.config, args.overrides)
+    if args.genotype:
+        cfg = cfg.replace(**{"train.genotype": args.genotype})
+    load_genotype(cfg.train.genotype)  # a bad name or file fails before torch and data load
+    if args.workers < 0:
+        raise SnasRayError(f"--workers must be >= 0, got {args.workers}")
+    out = args.out or Path("runs") / f"train-{Path(cfg.train.genotype).stem}"
+    if args.workers >= 1:  # Ray is imported here only
+        from snas_ray.distributed import LaunchOptions, run_distributed_retrain
+
+        result = run_distributed_retrain(cfg, out, LaunchOptions(workers=args.workers))
+    else:
+        from snas_ray.retrain import run_retrain
+
+        result = run_retrain(cfg, out)
+    keys = ("test_acc", "test_acc5", "best_test_acc", "params", "flops", "epochs_done")
+    print(json.dumps({k: result[k] for k in keys} | {"out": str(out)}))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """``snas-ray sweep``: runs the config's sweep on Ray Tune, then collects it."""
+    from snas_ray.sweep_spec import load_sweep
+
+    spec = load_sweep(args.config, args.overrides)  # validated before Ray is imported
+    out = args.out or Path("runs") / (args.config.stem if args.config else "sweep")
+    from snas_ray.distributed.sweep import format_rows, run_sweep
+
+    rows = run_sweep(
+        spec,
+        out,
+        resume=True if args.resume else None,
+        address=args.address,
+        storage=args.storage,
+        collect=not args.no_collect,
+        verbose=args.verbose,
+    )
+    print(format_rows(rows))
+    if not args.no_collect:
+        print(f"report: {Path(out) / 'collect' / 'report.md'}")
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """``snas-ray submit``: checks a command line here, then sends it to a cluster as a job."""
+    from snas_ray.cli.parser import build_parser
+    from snas_ray.errors import SnasRayError
+
+    job = args.job[1:] if args.job[:1] == ["--"] else args.job
+    if not job or job[0] not in _SUBMITTABLE:
+        raise SnasRayError(f"submit needs -- and one of: {', '.join(_SUBMITTABLE)} (got {job[:1]})")
+    inner = build_parser().parse_args(job)  # flag typos fail here, not on the cluster
+    out = getattr(inner, "out", None)
+    if inner.command in ("search", "sweep", "train") and (out is None or not out.is_absolute()):
+        # The job runs in a temporary copy of the project, deleted when it ends.
+        raise SnasRayError(
+            f"submit {inner.command} needs an absolute --out on storage the cluster keeps "
+            "(e.g. --out /mnt/shared/sweeps/NAME)"
+        )
+    if getattr(inner, "config", None) is not None:  # config errors fail here too
+        _check_config(inner, args.working_dir)
+    address = args.address or os.environ.get("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:8265")
+    from snas_ray.distributed.submit import submit
+
+    job_id = submit(
+        job,
+        address=address,
+        working_dir=args.working_dir,
+        wait=not args.no_wait,
+        on_log=lambda text: print(text, end="", flush=True),
+    )
+    if args.no_wait:
+        print(f"{job_id}\nfollow with: ray job logs -f --address {address} {job_id}")
+    return 0
+
+
+def _check_config(inner: argparse.Namespace, working_dir: Path) -> None:
+    # Loads a submitted search's or sweep's config as the cluster will, relative to working_dir.
+    from snas_ray.config import load_config
+    from snas_ray.sweep_spec import load_sweep
+
+    config = inner.config if inner.config.is_absolute() else working_dir / inner.config
+    if inner.command == "sweep":
+        load_sweep(config, inner.overrides)
+    elif inner.command == "search":
+        load_config(config, inner.overrides)

@@ -1,0 +1,186 @@
+"""The ``snas-ray`` argument parser: one subparser per command, shared flags added once."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["build_parser"]
+
+_ADDRESS_HELP = "Ray cluster to join: auto or HOST:PORT (default: start a local one)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for docs and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="snas-ray",
+        description="Stochastic Neural Architecture Search, from laptop to cluster.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_search, _sweep, _submit, _bench, _genotype, _cost, _collect, _train):
+        add(sub)
+    return parser
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="YAML experiment config (see experiments/)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config field, e.g. --set cost.resource_lambda=1e-3 (repeatable)",
+    )
+
+
+def _search(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("search", help="run (or resume) an SNAS architecture search")
+    _add_config_args(s)
+    s.add_argument("--out", type=Path, help="run folder (default: runs/<config name>)")
+    s.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="refuse to continue from a checkpoint already in --out",
+    )
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="Ray Train workers, one per GPU (gloo on CPU); 0 = in-process, no Ray (default)",
+    )
+    s.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        help="GPUs per worker (default: 1 when the cluster has GPUs and device is not cpu)",
+    )
+    s.add_argument("--address", help=_ADDRESS_HELP)
+    s.add_argument(
+        "--storage",
+        help="Ray Train storage path or URI for checkpoints (default: OUT/ray; "
+        "multi-node runs need shared storage); same --out and --storage resume",
+    )
+    s.add_argument(
+        "--max-failures",
+        type=int,
+        default=3,
+        help="worker-group restarts from the last checkpoint (default 3; -1 = unlimited)",
+    )
+
+
+def _sweep(sub: argparse._SubParsersAction) -> None:
+    w = sub.add_parser(
+        "sweep", help="a population of searches on Ray Tune (the config's sweep: section)"
+    )
+    _add_config_args(w)
+    w.add_argument("--out", type=Path, help="sweep folder (default: runs/<config name>)")
+    w.add_argument(
+        "--resume",
+        action="store_true",
+        help="require an interrupted sweep in --out to continue (re-running continues anyway)",
+    )
+    w.add_argument("--address", help=_ADDRESS_HELP)
+    w.add_argument(
+        "--storage",
+        help="Ray Train storage path or URI for trials with workers_per_trial > 1 "
+        "(default: each trial's run folder)",
+    )
+    w.add_argument("--no-collect", action="store_true", help="skip the collector at the end")
+    w.add_argument("--verbose", action="store_true", help="show every trial's own log lines")
+
+
+def _submit(sub: argparse._SubParsersAction) -> None:
+    j = sub.add_parser(
+        "submit",
+        help="send a search/sweep/train/collect command to a running Ray cluster as a job",
+        description="Example: snas-ray submit --address http://127.0.0.1:8265 -- "
+        "sweep --config experiments/cifar10-sweep.yaml --out /mnt/shared/sweeps/cifar10",
+    )
+    j.add_argument(
+        "--address",
+        help="the cluster's dashboard URL (default: $RAY_API_SERVER_ADDRESS, else "
+        "http://127.0.0.1:8265, e.g. an SSH tunnel or kubectl port-forward)",
+    )
+    j.add_argument(
+        "--working-dir", type=Path, default=Path("."), help="project folder to upload (default .)"
+    )
+    j.add_argument("--no-wait", action="store_true", help="print the job id instead of its log")
+    j.add_argument("job", nargs=argparse.REMAINDER, help="-- then a snas-ray command line")
+
+
+def _bench(sub: argparse._SubParsersAction) -> None:
+    b = sub.add_parser("bench", help="time the search step; prints JSON")
+    _add_config_args(b)
+    b.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    b.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
+    b.add_argument("--image-size", type=int, default=32, help="image side (default 32)")
+    b.add_argument("--steps", type=int, default=5, help="timed steps (default 5)")
+    b.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
+    b.add_argument(
+        "--no-reference", action="store_true", help="skip the reference-style step comparison"
+    )
+    b.add_argument(
+        "--ray-overhead",
+        action="store_true",
+        help="instead: time --steps epochs (config data) in-process vs a 1-worker TorchTrainer",
+    )
+
+
+def _genotype(sub: argparse._SubParsersAction) -> None:
+    g = sub.add_parser("genotype", help="print a genotype (registry name or JSON file)")
+    g.add_argument("genotype", nargs="?", help="name or path; omit to list the registry")
+    g.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _cost(sub: argparse._SubParsersAction) -> None:
+    c = sub.add_parser("cost", help="params, FLOPs and MAC of a genotype's evaluation network")
+    c.add_argument("genotype", help="registry name (e.g. SNAS_mild) or genotype JSON file")
+    c.add_argument(
+        "--dataset",
+        choices=("cifar10", "imagenet", "digits"),
+        default="cifar10",
+        help="network and input: cifar10 C=36 L=20 32px; imagenet C=48 L=14 224px (mobile); "
+        "digits C=8 L=5 8px (experiments/digits-search.yaml). Default cifar10",
+    )
+    c.add_argument("--init-channels", type=int, help="override the dataset's C")
+    c.add_argument("--layers", type=int, help="override the dataset's number of cells")
+    c.add_argument("--auxiliary", action="store_true", help="include the auxiliary head")
+    c.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _collect(sub: argparse._SubParsersAction) -> None:
+    k = sub.add_parser("collect", help="rank the runs of a sweep folder; Pareto front and report")
+    k.add_argument("sweep_dir", type=Path, help="folder holding run folders (searched recursively)")
+    k.add_argument("--out", type=Path, help="output folder (default: SWEEP_DIR/collect)")
+    k.add_argument("--metric", default="val_acc", help="result.json accuracy key (default val_acc)")
+    k.add_argument(
+        "--cost",
+        choices=("params", "flops", "mac"),
+        default="params",
+        help="cost axis of the Pareto front (default params)",
+    )
+    k.add_argument("--top", type=int, default=10, help="rows printed (default 10)")
+    k.add_argument(
+        "--retrain",
+        type=int,
+        default=0,
+        metavar="K",
+        help="retrain the K most accurate front genotypes into RUN/retrain, then collect again",
+    )
+    k.add_argument("--retrain-config", type=Path, metavar="FILE", help="config for the retraining")
+
+
+def _train(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser("train", help="retrain a genotype from scratch, or --test a checkpoint")
+    _add_config_args(t)
+    t.add_argument("--genotype", help="registry name (e.g. SNAS_mild) or genotype.json file")
+    t.add_argument("--out", type=Path, help="run folder (default: runs/train-<genotype>)")
+    t.add_argument("--test", action="store_true", help="evaluate --checkpoint on the test split")
+    t.add_argument("--checkpoint", type=Path, help="retraining checkpoint for --test")
+    t.add_argument("--device", help="device for --test (default: the saved config's)")
+    t.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="Ray Train workers, as for search (gloo on CPU); 0 = in-process, no Ray (default)",
+    )

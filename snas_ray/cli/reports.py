@@ -1,0 +1,108 @@
+"""The subcommands that print a report: ``genotype``, ``cost``, ``collect`` and ``bench``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+__all__ = ["cmd_bench", "cmd_collect", "cmd_cost", "cmd_genotype"]
+
+
+def cmd_genotype(args: argparse.Namespace) -> int:
+    """``snas-ray genotype``: prints a genotype as text or JSON, or lists the registry."""
+    from snas_ray.published import REGISTRY, load_genotype
+
+    if not args.genotype:
+        for name in REGISTRY:
+            print(name)
+        return 0
+    genotype = load_genotype(args.genotype)
+    print(json.dumps(genotype.to_dict(), indent=2) if args.json else genotype.format())
+    return 0
+
+
+def cmd_cost(args: argparse.Namespace) -> int:
+    """``snas-ray cost``: params, FLOPs and MAC of a genotype's evaluation network."""
+    from snas_ray.errors import SnasRayError
+    from snas_ray.published import load_genotype
+    from snas_ray.results import format_count
+    from snas_ray.space.measure import COST_SETTINGS, evaluation_cost
+
+    genotype = load_genotype(args.genotype)
+    setting = COST_SETTINGS[args.dataset]
+    for name in ("init_channels", "layers"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise SnasRayError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        if value is not None:
+            setting = dataclasses.replace(setting, **{name: value})
+    cost = evaluation_cost(genotype, setting, auxiliary=args.auxiliary)
+    summary = {"genotype": args.genotype} | dataclasses.asdict(setting)
+    summary |= {"auxiliary": args.auxiliary} | dataclasses.asdict(cost)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    net = "NetworkImageNet" if setting.imagenet else "NetworkCIFAR"
+    side = setting.image_size
+    rows = [
+        ("genotype", args.genotype),
+        ("network", f"{net}, C={setting.init_channels}, {setting.layers} cells"),
+        ("input", f"{args.dataset}: 3x{side}x{side}, {setting.num_classes} classes"),
+        ("params", f"{cost.params:,} ({format_count(cost.params)}, without auxiliary head)"),
+    ]
+    if args.auxiliary:
+        rows.append(("params + aux", f"{cost.params_aux:,} ({format_count(cost.params_aux)})"))
+    rows += [
+        ("FLOPs", f"{cost.flops:,} ({format_count(cost.flops)} multiply-adds per image)"),
+        ("MAC", f"{cost.mac:,} ({format_count(cost.mac)} elements read + written per image)"),
+    ]
+    for key, value in rows:
+        print(f"{key:<13} {value}")
+    return 0
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    """``snas-ray collect``: ranks a sweep folder's runs; ``--retrain K`` retrains the front."""
+    from snas_ray.results import Leaderboard, collect
+
+    def run() -> Leaderboard:
+        lb = collect(args.sweep_dir, metric=args.metric, cost=args.cost)
+        report = lb.write(args.out or args.sweep_dir / "collect")
+        print(lb.format_table(args.top))
+        print(f"report: {report}")
+        return lb
+
+    lb = run()
+    if args.retrain > 0:
+        lb.retrain(args.retrain, config=args.retrain_config)
+        run()  # fold the retrained accuracies in
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``snas-ray bench``: times the search step (or Ray's overhead) and prints JSON."""
+    import torch
+
+    from snas_ray.bench import bench_search_step
+    from snas_ray.config import load_config
+    from snas_ray.engine.runfolder import resolve_device
+
+    cfg = load_config(args.config, args.overrides)
+    if args.ray_overhead:  # imports Ray, so only on request
+        from snas_ray.distributed import bench_overhead
+
+        overhead = bench_overhead(cfg, epochs=args.steps, device=str(resolve_device(args.device)))
+        print(json.dumps(overhead | {"torch": torch.__version__}))
+        return 0
+    result = bench_search_step(
+        cfg,
+        resolve_device(args.device),
+        batch_size=args.batch,
+        image_size=args.image_size,
+        steps=args.steps,
+        warmup=args.warmup,
+        compare_reference=not args.no_reference,
+    )
+    print(json.dumps(result.to_dict() | {"torch": torch.__version__}))
+    return 0
