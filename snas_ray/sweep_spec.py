@@ -266,7 +266,12 @@ def progress_metrics(cfg: ExperimentConfig, record: dict[str, Any], epoch: int) 
         "val_acc": record.get("val/acc_child", float("nan")),
         "val_acc_relaxed": record.get("val/acc_relaxed", float("nan")),
         "expected_params": record.get("cost/expected_size", float("nan")),
+        "child_params": record.get("child/params", float("nan")),
+        "child_flops": record.get("child/flops", float("nan")),
+        "child_mac": record.get("child/mac", float("nan")),
+        "entropy_frac": record.get("arch/entropy_frac", float("nan")),
         "tau": record.get("arch/tau", float("nan")),
         "resource_lambda": cfg.cost.resource_lambda,
+        "lambda_now": record.get("cost/lambda_now", cfg.cost.resource_lambda),
         "estimator": cfg.cost.estimator,
     }

@@ -112,6 +112,8 @@ def _reporter(spec: SweepSpec) -> tune.CLIReporter:
         "val_acc_relaxed": "relaxed",
         "expected_params": "E[params]",
         "child_params": "child params",
+        "entropy_frac": "entropy",
+        "lambda_now": "lambda now",
     }
     return tune.CLIReporter(
         parameter_columns=params, metric_columns=metrics, max_report_frequency=20

@@ -32,9 +32,11 @@ __all__ = ["TuneReportHook", "sweep_trial", "trial_index"]
 
 def _final_metrics(cfg: ExperimentConfig, summary: dict[str, Any]) -> dict[str, Any]:
     final = summary.get("final_metrics", {})
+    child = summary.get("budget_cost", summary)  # the size the epochs' child cost is measured at
     return progress_metrics(cfg, final, summary["epochs_done"] - 1) | {
-        "child_params": summary["params"],
-        "child_flops": summary["flops"],
+        "child_params": child["params"],
+        "child_flops": child["flops"],
+        "child_mac": child["mac"],
         "done": True,
     }
 

@@ -96,6 +96,7 @@ class Leaderboard:
             rec |= {self.metric: r.search_acc, "test_acc": r.test_acc, "acc": r.acc}
             rec |= {"acc_source": r.acc_source} | {k: r.result[k] for k in COSTS}
             rec |= {key: r.setting(key) for key in ("estimator", "resource_lambda", "seed")}
+            rec |= budget_fields(r.result)
             rec |= {k: r.settings.get(k) for k in self.swept if k not in COLUMN_SETTINGS}
             rec |= {"group": g.id, "group_size": len(g.runs), "group_mean": g.mean}
             rec |= {"group_std": g.std, "epochs_done": r.result["epochs_done"]}
@@ -137,6 +138,20 @@ class Leaderboard:
             retrain_genotype(genotype_file, out, config=config)
             outs.append(out)
         return outs
+
+
+def budget_fields(result: dict[str, Any]) -> dict[str, Any]:
+    """A budgeted run's budget, the cost its child reached in that metric (at the size the
+    budget was measured at) and the lambda it ended with; Nones for a run without a budget."""
+    budget = result.get("budget") or None
+    metric = result.get("budget_metric", "params") if budget else None
+    at_size = result.get("budget_cost", result)
+    return {
+        "budget": budget,
+        "budget_metric": metric,
+        "budget_achieved": at_size.get(metric) if metric else None,
+        "lambda_final": result.get("resource_lambda_final") if budget else None,
+    }
 
 
 def collect(path: Path | str, *, metric: str = "val_acc", cost: str = "params") -> Leaderboard:

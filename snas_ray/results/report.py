@@ -69,6 +69,16 @@ def format_table(lb: Board, top: int = 10) -> str:
             f"{format_count(rec[lb.cost]):>7}  {str(rec['estimator']):<17} "
             f"{_lam(rec['resource_lambda']):>7} {str(rec['seed']):>4}  {rec['run']}"
         )
+    budgeted = [rec for rec in lb.records()[:top] if rec["budget"]]
+    if budgeted:
+        lines.append("budgets (child cost at the budget's size, final lambda):")
+        lines += [
+            f"  {rec['run']}: budget {format_count(rec['budget'])} {rec['budget_metric']} -> "
+            f"child {format_count(rec['budget_achieved'])} "
+            f"({100 * (rec['budget_achieved'] / rec['budget'] - 1):+.1f}%), "
+            f"lambda {_lam(rec['lambda_final'])}"
+            for rec in budgeted
+        ]
     if len(lb.rows) > top:
         lines.append(f"... and {len(lb.rows) - top} more runs")
     lines += [f"skipped {s.run}: {s.kind}: {s.reason}" for s in lb.skipped]
@@ -132,16 +142,26 @@ def _md_runs(lb: Board) -> list[str]:
         _md_row(r, recs[r.run]) + [f"[front/{r.slug}.json](front/{r.slug}.json)"] for r in lb.front
     ]
     extra = [k for k in lb.swept if k not in COLUMN_SETTINGS]
+    budgets = any(rec["budget"] for rec in recs.values())
+    budget_head = ["budget", "child at budget size", "λ final"] if budgets else []
     rows = [
         _md_row(r, recs[r.run])
         + ["yes" if r.pareto else "", recs[r.run]["genotype"] or "-"]
         + [recs[r.run].get(k, "") for k in extra]
+        + (_md_budget(recs[r.run]) if budgets else [])
         for r in lb.rows
     ]
     out = ["## Pareto front (cheapest first)", ""]
     out += ["The genotype files in `front/` are ready for `snas-ray train --genotype FILE`.", ""]
     out += [_md_table([*head, "genotype"], front), "", "## Leaderboard", ""]
-    return out + [_md_table([*head, "front", "genotype", *extra], rows), ""]
+    return out + [_md_table([*head, "front", "genotype", *extra, *budget_head], rows), ""]
+
+
+def _md_budget(rec: dict[str, Any]) -> list[Any]:
+    if not rec["budget"]:
+        return ["-", "-", "-"]
+    budget = f"{format_count(rec['budget'])} {rec['budget_metric']}"
+    return [budget, format_count(rec["budget_achieved"]), _lam(rec["lambda_final"])]
 
 
 def _md_groups(lb: Board) -> list[str]:

@@ -127,13 +127,13 @@ def _cell_penalty(
         per_kind = {k: (tables[i] * p).sum(-1) for i, k in enumerate(COST_KINDS)}
         if log:
             per_kind = {k: torch.log(_clean(v)) for k, v in per_kind.items()}
-        return _combine(per_kind, cfg.separation, log).sum()
+        return _combine(per_kind, cfg.penalty_separation, log).sum()
 
     if estimator is Estimator.REPARAMETRIZATION:
         per_kind = {k: (tables[i] * z).sum(-1) for i, k in enumerate(COST_KINDS)}
         if log:
             per_kind = {k: torch.log(_clean(v).abs()) for k, v in per_kind.items()}
-        return _combine(per_kind, cfg.separation, log).sum()
+        return _combine(per_kind, cfg.penalty_separation, log).sum()
 
     # Policy gradient: a score-function estimator. The reward and the sample are detached so the
     # only path to log_alpha is d log p(z | log_alpha); the expected cost is the baseline (§15).
@@ -144,9 +144,9 @@ def _cell_penalty(
         if log:
             sampled = {k: torch.log(_clean(v).abs()) for k, v in sampled.items()}
             baseline = {k: torch.log(_clean(v)) for k, v in baseline.items()}
-        reward = _combine(sampled, cfg.separation, log)
+        reward = _combine(sampled, cfg.penalty_separation, log)
         if cfg.minus_baseline:
-            reward = reward - _combine(baseline, cfg.separation, log)
+            reward = reward - _combine(baseline, cfg.penalty_separation, log)
     logp = concrete_log_prob(log_alpha, z_fixed, tau)
     return (logp * reward).sum()
 

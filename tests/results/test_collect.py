@@ -288,3 +288,29 @@ def test_empty_folder_and_single_run_folder(tmp_path: Path) -> None:
     assert [(r.run, r.slug, r.pareto) for r in lb.rows] == [(".", "run", True)]
     assert lb.write() == run / "collect" / "report.md"  # the default output folder
     assert collect(run).rows[0].run == "."  # and its output is not read back as a run
+
+
+def test_budgeted_runs_show_budget_against_achieved_cost(tmp_path: Path) -> None:
+    for name, budget, params in (("b30k", 30_000, 31_000), ("b60k", 60_000, 55_000)):
+        run = make_run(tmp_path, name, acc=0.8, params=params)
+        result = json.loads((run / "result.json").read_text())
+        result |= {"budget": budget, "budget_metric": "params", "resource_lambda_final": 2e-3}
+        result["budget_cost"] = {
+            "layers": 5,
+            "init_channels": 8,
+            "params": params,
+            "flops": 1,
+            "mac": 1,
+        }
+        (run / "result.json").write_text(json.dumps(result))
+    make_run(tmp_path, "free", acc=0.85, params=90_000)
+    lb = collect(tmp_path)
+    recs = {rec["run"]: rec for rec in lb.records()}
+    assert recs["b30k"]["budget"] == 30_000 and recs["b30k"]["budget_achieved"] == 31_000
+    assert recs["b60k"]["lambda_final"] == 2e-3
+    assert recs["free"]["budget"] is None and recs["free"]["budget_achieved"] is None
+    table = lb.format_table()
+    assert "b30k: budget 30K params -> child 31K (+3.3%)" in table
+    assert "b60k: budget 60K params -> child 55K (-8.3%)" in table
+    out = lb.write(tmp_path / "collect")
+    assert "child at budget size" in out.read_text()

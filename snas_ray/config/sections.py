@@ -1,48 +1,40 @@
-"""One typed experiment config: dataclass defaults -> YAML file -> ``--set key=value`` -> validate.
+"""The experiment config's sections: frozen dataclasses that validate themselves.
 
-Every section is a frozen dataclass; ``ExperimentConfig.to_dict()`` / ``from_dict()`` round-trip
-exactly, and the dict is what crosses process boundaries (workers, checkpoints, ``config.yaml``).
+``ExperimentConfig.to_dict()`` / ``from_dict()`` round-trip exactly, and the dict is what crosses
+process boundaries (workers, checkpoints, ``config.yaml``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
-
+from snas_ray.config.typed_yaml import build_section, set_dotted, to_plain
 from snas_ray.errors import ConfigError
 from snas_ray.genotype import PRIMITIVES
 
 __all__ = [
-    "SpaceConfig",
-    "SamplingConfig",
+    "BUDGET_METRICS",
+    "BUDGET_SEPARATION",
     "CostConfig",
-    "OptimConfig",
-    "SearchConfig",
+    "DATASETS",
     "DatasetConfig",
-    "OutputConfig",
-    "TrainConfig",
-    "ExperimentConfig",
-    "load_config",
-    "read_config_file",
-    "apply_overrides",
-    "build_section",
-    "dump_value",
-    "config_difference",
-    "flatten",
-    "RESUME_MAY_DIFFER",
     "ESTIMATORS",
+    "ExperimentConfig",
+    "OptimConfig",
+    "OutputConfig",
     "SEPARATIONS",
+    "SamplingConfig",
+    "SearchConfig",
+    "SpaceConfig",
+    "TrainConfig",
 ]
 
 ESTIMATORS = ("reparametrization", "discrete", "policy_gradient")
 SEPARATIONS = ("all", "size", "flops", "mac")
+BUDGET_METRICS = ("params", "flops", "mac")
+BUDGET_SEPARATION = {"params": "size", "flops": "flops", "mac": "mac"}
 DATASETS = ("cifar10", "digits", "synthetic", "imagenet")
 
 
@@ -112,6 +104,12 @@ class CostConfig:
     separation: str = "all"
     ratio: float = 1.0
     minus_baseline: bool = True
+    # A target cost for the derived child: lambda then adapts during the search (space/budget.py).
+    budget: float = 0.0  # 0 = off: lambda stays resource_lambda
+    budget_metric: str = "params"
+    budget_layers: int = 0  # size of the network the budget is measured on; 0 = the search's
+    budget_init_channels: int = 0
+    budget_gain: float = 2.0  # change of ln(lambda) per epoch when the child is e times its budget
 
     def __post_init__(self) -> None:
         _check(
@@ -122,6 +120,28 @@ class CostConfig:
         _one_of(self.estimator, ESTIMATORS, "cost.estimator")
         _one_of(self.separation, SEPARATIONS, "cost.separation")
         _check(self.ratio >= 0, "cost.ratio", "must be >= 0")
+        _check(self.budget >= 0, "cost.budget", f"must be >= 0 (got {self.budget}; 0 = no budget)")
+        _one_of(self.budget_metric, BUDGET_METRICS, "cost.budget_metric")
+        _check(self.budget_layers >= 0, "cost.budget_layers", "must be >= 0 (0 = search.layers)")
+        _check(
+            self.budget_init_channels >= 0,
+            "cost.budget_init_channels",
+            "must be >= 0 (0 = space.init_channels)",
+        )
+        _check(self.budget_gain > 0, "cost.budget_gain", "must be > 0")
+        if self.budget > 0:
+            wanted = BUDGET_SEPARATION[self.budget_metric]
+            _check(
+                self.separation in ("all", wanted),
+                "cost.separation",
+                f"{self.separation!r} contradicts cost.budget_metric {self.budget_metric!r}: "
+                f"with a budget the penalty acts on the budget's metric (use {wanted!r} or 'all')",
+            )
+
+    @property
+    def penalty_separation(self) -> str:
+        """The cost the penalty measures: the budget's metric when there is a budget."""
+        return BUDGET_SEPARATION[self.budget_metric] if self.budget > 0 else self.separation
 
 
 @dataclass(frozen=True)
@@ -133,7 +153,10 @@ class OptimConfig:
     momentum: float = 0.9
     weight_decay: float = 3e-4
     grad_clip: float = 5.0
-    arch_optimizer: str = "adam"
+    # adamw: Adam with decoupled weight decay. The reference's coupled (L2) decay pulls every
+    # logit toward 0 at the full learning rate once the loss gradient is small (Adam normalises
+    # the decay term), which holds the distribution near uniform; see README, "Convergence".
+    arch_optimizer: str = "adamw"
     arch_lr: float = 3e-4
     arch_betas: tuple[float, float] = (0.5, 0.999)
     arch_weight_decay: float = 1e-3
@@ -145,7 +168,7 @@ class OptimConfig:
         _check(self.momentum >= 0, "optim.momentum", "must be >= 0")
         _check(self.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
         _check(self.grad_clip > 0, "optim.grad_clip", "must be > 0")
-        _one_of(self.arch_optimizer, ("adam", "sgd"), "optim.arch_optimizer")
+        _one_of(self.arch_optimizer, ("adamw", "adam", "sgd"), "optim.arch_optimizer")
         _check(self.arch_lr >= 0, "optim.arch_lr", "must be >= 0")
         _check(len(self.arch_betas) == 2, "optim.arch_betas", "needs two values")
         _check(self.arch_weight_decay >= 0, "optim.arch_weight_decay", "must be >= 0")
@@ -283,7 +306,7 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict of built-in types (tuples become lists)."""
-        return _to_plain(dataclasses.asdict(self))
+        return to_plain(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
@@ -291,213 +314,8 @@ class ExperimentConfig:
         return build_section(cls, data, prefix="")
 
     def replace(self, **overrides: Any) -> ExperimentConfig:
-        """A copy with dotted-key overrides applied and re-validated."""
-        return apply_overrides(self, [f"{k}={dump_value(v)}" for k, v in overrides.items()])
-
-
-# Fields that may change between an interrupted run and its resumption, for every job (search,
-# retraining, a sweep's trials) and for collect's grouping of runs: where files live, how much is
-# logged, the device and memory layout, evaluation batch sizes. Nothing here changes what is
-# learned. An entry ending in "." covers a whole section.
-RESUME_MAY_DIFFER = (
-    "device",
-    "output.",
-    "search.log_every",
-    "search.eval_batch_size",
-    "search.channels_last",
-    "train.log_every",
-    "train.eval_batch_size",
-    "train.channels_last",
-    "data.root",
-    "data.num_workers",
-    "data.download",
-)
-
-
-def _may_differ(key: str) -> bool:
-    return any(key == f or (f.endswith(".") and key.startswith(f)) for f in RESUME_MAY_DIFFER)
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` as ``{"a.b": 1}``."""
-    flat: dict[str, Any] = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            flat.update(flatten(v, f"{prefix}{k}."))
-        else:
-            flat[f"{prefix}{k}"] = v
-    return flat
-
-
-def config_difference(
-    current: dict[str, Any], saved: dict[str, Any]
-) -> tuple[str, Any, Any] | None:
-    """The first field (dotted key, saved value, current value) that makes two config dicts
-    different runs; None when only :data:`RESUME_MAY_DIFFER` fields differ."""
-    a, b = flatten(current), flatten(saved)
-    for key in sorted(set(a) | set(b)):
-        if not _may_differ(key) and a.get(key) != b.get(key):
-            return key, b.get(key), a.get(key)
-    return None
-
-
-def _to_plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _to_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_plain(v) for v in value]
-    return value
-
-
-def dump_value(value: Any) -> str:
-    return yaml.safe_dump(_to_plain(value), default_flow_style=True).strip().removesuffix("...")
-
-
-def _field_names(cls: type) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls)]
-
-
-def _unknown_key(cls: type, key: str, prefix: str) -> ConfigError:
-    names = _field_names(cls)
-    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
-    hint = f" (did you mean {prefix}{close[0]}?)" if close else f" (allowed: {', '.join(names)})"
-    return ConfigError(f"{prefix}{key}", f"unknown key{hint}")
-
-
-def build_section(cls: type, data: Any, prefix: str) -> Any:
-    where = prefix.rstrip(".") or "config"
-    if not isinstance(data, dict):
-        raise ConfigError(where, f"expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        if key not in hints:
-            raise _unknown_key(cls, str(key), prefix)
-        kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:  # a missing required field (none today; kept for safety)
-        raise ConfigError(where, str(exc)) from None
-
-
-def _coerce(hint: Any, value: Any, name: str) -> Any:
-    """Check ``value`` against the annotation ``hint``; allow int -> float, list -> tuple."""
-    if dataclasses.is_dataclass(hint):
-        return build_section(hint, value, prefix=f"{name}.")
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, name)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(name, f"expected a list, got {value!r}")
-        args = typing.get_args(hint)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(args[0], v, name) for v in value)
-        if len(value) != len(args):
-            raise ConfigError(name, f"expected {len(args)} values, got {len(value)}")
-        return tuple(_coerce(a, v, name) for a, v in zip(args, value, strict=True))
-    if hint is float:
-        # YAML 1.1 reads "1e-3" (no dot) as a string; accept it where a number is expected.
-        if isinstance(value, str):
-            value = _maybe_number(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(name, f"expected a number, got {value!r}")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(name, f"expected an integer, got {value!r}")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(name, f"expected true or false, got {value!r}")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(name, f"expected a string, got {value!r}")
-        return value
-    raise ConfigError(name, f"unsupported type {hint!r}")  # pragma: no cover
-
-
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = tree
-    cls: type = ExperimentConfig
-    for i, part in enumerate(parts[:-1]):
-        prefix = ".".join(parts[:i]) + ("." if i else "")
-        hints = typing.get_type_hints(cls)
-        if part not in hints:
-            raise _unknown_key(cls, part, prefix)
-        if not dataclasses.is_dataclass(hints[part]):
-            raise ConfigError(".".join(parts[: i + 1]), "is not a section")
-        cls = hints[part]
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(".".join(parts[: i + 1]), "is not a section")
-    prefix = ".".join(parts[:-1]) + ("." if len(parts) > 1 else "")
-    if parts[-1] not in typing.get_type_hints(cls):
-        raise _unknown_key(cls, parts[-1], prefix)
-    node[parts[-1]] = value
-
-
-def apply_overrides(
-    base: ExperimentConfig | dict[str, Any], overrides: list[str]
-) -> ExperimentConfig:
-    """Apply ``key=value`` strings (values parsed with ``yaml.safe_load``, never eval)."""
-    tree = base.to_dict() if isinstance(base, ExperimentConfig) else _to_plain(base)
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(
-                item, "override must look like key=value (e.g. cost.resource_lambda=1e-3)"
-            )
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
-        _set_dotted(tree, key.strip(), value)
-    return ExperimentConfig.from_dict(tree)
-
-
-def _maybe_number(text: str) -> Any:
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The mapping a YAML config file holds (``safe_load`` only); one-line errors."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError("--config", f"file not found: {p}")
-    try:
-        loaded = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        where = f" at line {line + 1}" if line is not None else ""
-        raise ConfigError("--config", f"{p} is not valid YAML{where}") from None
-    if loaded is None:
-        return {}
-    if not isinstance(loaded, dict):
-        raise ConfigError("--config", f"{p} must hold a mapping of sections")
-    return loaded
-
-
-def load_config(
-    path: str | Path | None = None, overrides: list[str] | None = None
-) -> ExperimentConfig:
-    """Defaults, then the YAML file at ``path`` (if any), then ``overrides``; validated, frozen."""
-    tree = read_config_file(path) if path is not None else {}
-    for section in ("sweep", "tune"):
-        if section in tree:
-            raise ConfigError(section, "belongs to a sweep config: run it with `snas-ray sweep`")
-    cfg = ExperimentConfig.from_dict(tree)
-    return apply_overrides(cfg, overrides or [])
+        """A copy with dotted-key overrides (``**{"cost.budget": 3e6}``) applied, re-validated."""
+        tree = self.to_dict()
+        for key, value in overrides.items():
+            set_dotted(tree, key, to_plain(value), ExperimentConfig)
+        return ExperimentConfig.from_dict(tree)

@@ -1,18 +1,16 @@
-"""The SNAS search on the shared engine: one-level joint training of weights and arch logits.
+"""The SNAS search step and its per-epoch evaluation, on the shared engine's loop.
 
-``build_search(cfg, device)`` returns a :class:`SearchLoop`; :func:`run_search` runs it into a
-run folder (resume, sinks, checkpoints, ``genotype.json``, ``result.json``). The Ray layer
-injects ``prepare_model`` / ``prepare_loader``, a rank and ``reduce_mean``; nothing here
-imports Ray. Spec: shared/docs/snas-spec.md §6, §15.
+One-level joint training of weights and architecture logits (spec §6, §15); with
+``cost.budget`` the penalty's lambda follows a :class:`~snas_ray.space.budget.LambdaController`.
+Every epoch reports what the search is doing to the architecture: the derived child's exact
+cost, the entropy as a fraction of its maximum, the mean top-op probability and whether the
+child sampled most often is the derived one.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -20,44 +18,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from snas_ray.config import ExperimentConfig
-from snas_ray.data import build_datasets, make_loader
-from snas_ray.engine.loop import EpochLoop, EpochRecord, HookBase, identity
-from snas_ray.engine.runfolder import resolve_device, run_in_folder
-from snas_ray.errors import DataError
-from snas_ray.genotype import Genotype, save_genotype
-from snas_ray.layout import RunPaths, atomic_write_json
+from snas_ray.engine.loop import EpochLoop, EpochRecord, identity
+from snas_ray.errors import ConfigError
+from snas_ray.genotype import Genotype
+from snas_ray.layout import RunPaths
+from snas_ray.search.outputs import SearchResult, write_search_outputs
+from snas_ray.space.budget import LambdaController
+from snas_ray.space.child_cost import METRICS, ChildCostTable, child_cost_table
 from snas_ray.space.cost import resource_penalty
-from snas_ray.space.measure import genotype_cost
+from snas_ray.space.measure import NetworkCost
 from snas_ray.space.sampling import arch_entropy, gumbel_softmax_sample, one_hot_argmax, temperature
 from snas_ray.space.supernet import Supernet, derive_genotype
 from snas_ray.sweep_spec import progress_metrics
 
-__all__ = [
-    "SearchLoop",
-    "SearchResult",
-    "build_search",
-    "learning_rate",
-    "run_search",
-    "search_outputs",
-]
-
-logger = logging.getLogger(__name__)
+__all__ = ["SearchLoop", "SearchResult", "budget_size", "learning_rate"]
 
 
 def learning_rate(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
     """Cosine weight lr for 0-based ``epoch``; stepped before the epoch, as the reference does."""
     return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * (epoch + 1) / epochs)) / 2
-
-
-@dataclass
-class SearchResult:
-    """What a finished (or resumed-to-the-end) search produced."""
-
-    epochs_done: int
-    genotype: Genotype
-    val_acc: float
-    val_acc_relaxed: float
-    last_metrics: dict[str, float] = field(default_factory=dict)
 
 
 class SearchLoop(EpochLoop):
@@ -89,14 +68,15 @@ class SearchLoop(EpochLoop):
             reduce_mean=reduce_mean,
         )
         self.cfg = cfg
-        self.net: Supernet = self.net
+        net: Supernet = self.net  # the engine's unwrapped model, typed
         self.val_loader = val_loader
         o = cfg.optim
         self.w_optim = torch.optim.SGD(
             self.net.weight_parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
         )
-        if o.arch_optimizer == "adam":
-            self.a_optim: torch.optim.Optimizer = torch.optim.Adam(
+        if o.arch_optimizer in ("adam", "adamw"):
+            adam = torch.optim.AdamW if o.arch_optimizer == "adamw" else torch.optim.Adam
+            self.a_optim: torch.optim.Optimizer = adam(
                 self.net.arch_parameters(),
                 lr=o.arch_lr,
                 betas=o.arch_betas,
@@ -105,6 +85,43 @@ class SearchLoop(EpochLoop):
         else:  # the reference's single-GPU recipe: plain SGD, no momentum, no weight decay
             self.a_optim = torch.optim.SGD(self.net.arch_parameters(), lr=o.arch_lr)
         self.tau_now = self.tau(0)
+        layers, channels = budget_size(cfg)
+        # The derived child's exact cost at the budget's size (the search's own by default).
+        self.child_costs: ChildCostTable = child_cost_table(
+            net.primitives,
+            init_channels=channels,
+            layers=layers,
+            num_classes=net.num_classes,
+            image_size=net.image_size,
+            in_channels=net.in_channels,
+        ).to(device)
+        self.controller: LambdaController | None = None
+        if cfg.cost.budget > 0:
+            self._check_budget(layers, channels)
+            self.controller = LambdaController(
+                cfg.cost.budget,
+                start=cfg.cost.resource_lambda,
+                gain=cfg.cost.budget_gain,
+                steps_per_epoch=self.steps_per_epoch,
+                device=device,
+            )
+        # Per cell type, how often each op was the argmax of a step's sample (this epoch).
+        self.sample_counts = torch.zeros(2, *net.log_alpha_normal.shape, device=device)
+
+    def _check_budget(self, layers: int, channels: int) -> None:
+        c = self.cfg.cost
+        low, high = self.child_costs.reachable(c.budget_metric, self.cfg.search.derivation)
+        if not low <= c.budget <= high:
+            raise ConfigError(
+                "cost.budget",
+                f"{c.budget:g} {c.budget_metric} is outside what this space reaches at "
+                f"{layers} cells, C={channels}: {low:.4g} to {high:.4g}",
+            )
+
+    @property
+    def resource_lambda(self) -> torch.Tensor | float:
+        """The penalty's weight now: the controller's, or the configured constant."""
+        return self.controller.value if self.controller else self.cfg.cost.resource_lambda
 
     # ----------------------------------------------------------------- schedules
     def tau(self, epoch: int) -> float:
@@ -116,6 +133,7 @@ class SearchLoop(EpochLoop):
         return learning_rate(epoch, self.cfg.search.epochs, o.lr, o.lr_min)
 
     def begin_epoch(self, epoch: int) -> dict[str, float]:
+        self.sample_counts.zero_()
         self.tau_now, lr = self.tau(epoch), self.lr(epoch)
         for group in self.w_optim.param_groups:
             group["lr"] = lr
@@ -158,9 +176,10 @@ class SearchLoop(EpochLoop):
             tau,
             cfg.cost,
         )
+        lam = self.resource_lambda
         loss = task_loss
-        if cfg.cost.resource_lambda > 0:  # lambda = 0 is the unconstrained search
-            loss = task_loss + cfg.cost.resource_lambda * terms.penalty
+        if self.controller is not None or cfg.cost.resource_lambda > 0:  # 0: unconstrained
+            loss = task_loss + lam * terms.penalty
         self.w_optim.zero_grad(set_to_none=True)
         self.a_optim.zero_grad(set_to_none=True)
         loss.backward()
@@ -170,14 +189,34 @@ class SearchLoop(EpochLoop):
         self.a_optim.step()
         with torch.no_grad():
             acc = (out.logits.argmax(1) == y).float().mean()
-        return {
-            "train/loss": loss.detach(),
-            "train/loss_task": task_loss.detach(),
-            "train/acc1": acc,
-            "cost/penalty": terms.penalty.detach(),
-            "cost/expected_size": terms.expected["size"].detach(),
-            "cost/sampled_size": terms.sampled["size"].detach(),
-        }
+            for zc, red in zip(z, self.net.reduction, strict=True):
+                self.sample_counts[int(red)] += one_hot_argmax(zc)
+            metrics = {
+                "train/loss": loss.detach(),
+                "train/loss_task": task_loss.detach(),
+                "train/acc1": acc,
+                "cost/penalty": terms.penalty.detach(),
+                "cost/expected_size": terms.expected["size"].detach(),
+                "cost/sampled_size": terms.sampled["size"].detach(),
+                "cost/lambda": torch.as_tensor(lam, device=self.device),
+            }
+            if self.controller is not None:  # after the arch step: the child it produced
+                child = self.child_metric()
+                self.controller.update(child)
+                metrics[f"child/{cfg.cost.budget_metric}_step"] = child
+        return metrics
+
+    def child_metric(self) -> torch.Tensor:
+        """The derived child's cost in the budget's metric, as a device scalar."""
+        i = METRICS.index(self.cfg.cost.budget_metric)
+        if self.cfg.search.derivation == "snas":
+            return self.child_costs.of_argmax(*self.net.arch_parameters())[i]
+        cost = self.child_costs.of_genotype(self.genotype())  # top2: derived on the host
+        return torch.tensor(float(getattr(cost, METRICS[i])), device=self.device)
+
+    def child_cost(self) -> NetworkCost:
+        """The derived child's cost at the budget's size (the search's own by default)."""
+        return self.child_costs.of_genotype(self.genotype())
 
     @torch.no_grad()
     def evaluate(self, loader: Any, *, child: bool, tau: float) -> tuple[float, float]:
@@ -220,17 +259,37 @@ class SearchLoop(EpochLoop):
 
     @torch.no_grad()
     def arch_metrics(self) -> dict[str, float]:
-        """Entropy of each cell type's distribution and the expected cost under the softmax."""
+        """How far the architecture distribution has come: entropy (also as a fraction of its
+        maximum, E ln n per cell type), mean top-op probability, the share of edges whose most
+        sampled op this epoch is the derived child's, and the child's and the expected cost."""
         net = self.net
-        probs = [torch.softmax(a, -1) for a in net.cell_log_alpha()]
+        alphas = net.arch_parameters()
+        max_entropy = alphas[0].shape[0] * math.log(alphas[0].shape[1])
+        entropy = [float(arch_entropy(a)) for a in alphas]
+        counts = self.reduce_mean(self.sample_counts.clone())
+        sampled = counts.argmax(-1)
+        derived = torch.stack([a.argmax(-1) for a in alphas])
+        used = counts.sum(-1).sum(-1) > 0  # a cell type the net lacks has no samples
+        match = (sampled == derived)[used].float().mean() if used.any() else torch.ones(())
         record = {
-            "arch/entropy_normal": float(arch_entropy(net.log_alpha_normal)),
-            "arch/entropy_reduce": float(arch_entropy(net.log_alpha_reduce)),
+            "arch/entropy_normal": entropy[0],
+            "arch/entropy_reduce": entropy[1],
+            "arch/entropy_frac": sum(entropy) / (2 * max_entropy),
+            "arch/entropy_frac_normal": entropy[0] / max_entropy,
+            "arch/entropy_frac_reduce": entropy[1] / max_entropy,
+            "arch/top_prob": float(torch.stack([a.softmax(-1).amax(-1) for a in alphas]).mean()),
+            "arch/sampled_match": float(match),
         }
+        probs = [torch.softmax(a, -1) for a in net.cell_log_alpha()]
         for i, kind in enumerate(("size", "flops", "mac")):
             record[f"cost/expected_{kind}"] = float(
                 sum((t[i] * p).sum() for t, p in zip(net.cost_tables, probs, strict=True))
             )
+        child = self.child_cost()
+        for metric in METRICS:
+            record[f"child/{metric}"] = float(getattr(child, metric))
+        if self.controller is not None:
+            record["cost/lambda_now"] = float(self.controller.value)
         return record
 
     def artifacts(self) -> dict[str, Any]:
@@ -251,7 +310,10 @@ class SearchLoop(EpochLoop):
             f"train loss {m['train/loss']:.4f} acc {m['train/acc1']:.3f} | "
             f"val child acc {m['val/acc_child']:.3f} relaxed acc {m['val/acc_relaxed']:.3f} | "
             f"tau {m['arch/tau']:.3f} lr {m['lr/weights']:.4g} | "
-            f"expected params {m['cost/expected_size']:.0f} | {m['time/epoch_s']:.1f}s"
+            f"child params {m['child/params']:.0f} (expected {m['cost/expected_size']:.0f}) "
+            f"entropy {100 * m['arch/entropy_frac']:.0f}% top-p {m['arch/top_prob']:.2f} "
+            f"lambda {m.get('cost/lambda_now', m['cost/lambda']):.3g} | "
+            f"{m['time/epoch_s']:.1f}s"
         )
 
     def progress(self, record: EpochRecord) -> dict[str, Any]:
@@ -260,16 +322,25 @@ class SearchLoop(EpochLoop):
 
     # ----------------------------------------------------------------- state and result
     def job_state(self) -> dict[str, Any]:
-        return {
+        state = {
             "model": self.net.state_dict(),
             "w_optim": self.w_optim.state_dict(),
             "a_optim": self.a_optim.state_dict(),
         }
+        if self.controller is not None:
+            state["lambda_controller"] = self.controller.state_dict()
+        return state
 
     def load_job_state(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["model"])
         self.w_optim.load_state_dict(state["w_optim"])
         self.a_optim.load_state_dict(state["a_optim"])
+        if self.controller is not None:
+            self.controller.load_state_dict(state["lambda_controller"])
+
+    def lambda_final(self) -> float:
+        """lambda at the end: the controller's, or the configured one."""
+        return float(self.resource_lambda)
 
     def result(self) -> SearchResult:
         m = self.last_metrics
@@ -283,128 +354,22 @@ class SearchLoop(EpochLoop):
 
     def write_outputs(self, paths: RunPaths, result: SearchResult) -> dict[str, Any]:
         """Write ``genotype.json`` and ``result.json``; returns the latter's dict."""
-        return search_outputs(self.cfg, self.net, paths, result)
-
-
-def search_outputs(
-    cfg: ExperimentConfig, net: Supernet, paths: RunPaths, result: SearchResult
-) -> dict[str, Any]:
-    """``genotype.json`` and ``result.json`` (the child's cost as an evaluation network)."""
-    save_genotype(result.genotype, paths.genotype)
-    cost = genotype_cost(
-        result.genotype,
-        init_channels=cfg.space.init_channels,
-        layers=cfg.space.layers,
-        num_classes=net.num_classes,
-        image_size=net.image_size,
-        in_channels=net.in_channels,
-    )
-    summary = {
-        "val_acc": result.val_acc,
-        "val_acc_relaxed": result.val_acc_relaxed,
-        "params": cost.params,
-        "flops": cost.flops,
-        "mac": cost.mac,
-        "epochs_done": result.epochs_done,
-        "epochs": cfg.search.epochs,
-        "resource_lambda": cfg.cost.resource_lambda,
-        "estimator": cfg.cost.estimator,
-        "seed": cfg.seed,
-        "dataset": cfg.data.name,
-        "layers": cfg.space.layers,
-        "init_channels": cfg.space.init_channels,
-        "derivation": cfg.search.derivation,
-        "genotype": result.genotype.to_dict(),
-        "final_metrics": dict(result.last_metrics),
-    }
-    atomic_write_json(paths.result, summary)
-    return summary
-
-
-def build_search(
-    cfg: ExperimentConfig,
-    device: torch.device | str,
-    *,
-    prepare_model: Callable[[nn.Module], nn.Module] = identity,
-    prepare_loader: Callable[[Any], Any] = identity,
-    rank: int = 0,
-    world_size: int = 1,
-    reduce_mean: Callable[[torch.Tensor], torch.Tensor] = identity,
-) -> SearchLoop:
-    """Datasets, supernet, loaders and optimizers for ``cfg``, ready to ``train``.
-
-    The model is initialised from ``cfg.seed`` on every rank (identical start); sampling and
-    augmentation then use ``seed + rank`` so each rank draws its own architecture sample.
-    """
-    device = torch.device(device)
-    splits = build_datasets(cfg.data)
-    if len(splits.train) == 0 or len(splits.val) == 0:
-        raise DataError("data: the train or validation split is empty (check data.limit)")
-    torch.manual_seed(cfg.seed)
-    net = Supernet(
-        cfg.space,
-        num_classes=splits.num_classes,
-        image_size=splits.image_size,
-        in_channels=splits.in_channels,
-    ).to(device)
-    if cfg.search.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    model = prepare_model(net)
-    workers = cfg.data.num_workers
-    train_loader = prepare_loader(
-        make_loader(
-            splits.train,
-            max(1, cfg.search.batch_size // world_size),
-            shuffle=True,
-            seed=cfg.seed,
-            num_workers=workers,
+        child = (
+            self.child_cost()
+            if self.controller is not None
+            or budget_size(self.cfg)
+            != (
+                self.cfg.space.layers,
+                self.cfg.space.init_channels,
+            )
+            else None
         )
-    )
-    val_loader = prepare_loader(
-        make_loader(
-            splits.val,
-            cfg.search.eval_batch_size,
-            shuffle=False,
-            seed=cfg.seed,
-            num_workers=workers,
+        return write_search_outputs(
+            self.cfg, self.net, paths, result, lambda_final=self.lambda_final(), budget_cost=child
         )
-    )
-    torch.manual_seed(cfg.seed + rank)
-    return SearchLoop(cfg, model, train_loader, val_loader, device, reduce_mean=reduce_mean)
 
 
-def run_search(
-    cfg: ExperimentConfig,
-    out: Path | str,
-    *,
-    resume: bool = True,
-    hooks: Sequence[HookBase] = (),
-) -> dict[str, Any]:
-    """Run (or resume) a search in-process into ``out``; returns the ``result.json`` dict.
-
-    ``hooks`` run after each epoch's checkpoint is saved (a sweep trial reports there).
-    """
-    paths = RunPaths(Path(out)).make()
-    device = resolve_device(cfg.device)
-    loop = build_search(cfg, device)
-    logger.info(
-        "search: %s on %s, %d cells C=%d, %d epochs x %d steps, lambda=%g (%s), out %s",
-        cfg.data.name,
-        device,
-        cfg.space.layers,
-        cfg.space.init_channels,
-        cfg.search.epochs,
-        loop.steps_per_epoch,
-        cfg.cost.resource_lambda,
-        cfg.cost.estimator,
-        paths.root,
-    )
-    result = run_in_folder(
-        loop,
-        paths,
-        resume=resume,
-        tensorboard=cfg.output.tensorboard,
-        checkpoint_every=cfg.output.checkpoint_every,
-        hooks=hooks,
-    )
-    return loop.write_outputs(paths, result)
+def budget_size(cfg: ExperimentConfig) -> tuple[int, int]:
+    """(layers, init_channels) of the network the budget, and the child cost, are measured on."""
+    c = cfg.cost
+    return (c.budget_layers or cfg.space.layers, c.budget_init_channels or cfg.space.init_channels)

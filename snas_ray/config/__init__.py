@@ -1,0 +1,50 @@
+"""One typed experiment config: dataclass defaults -> YAML file -> ``--set key=value`` -> validate.
+
+``sections`` holds the dataclasses, ``load`` builds one from a file and overrides, ``resume`` says
+which fields may differ between a run and its resumption, ``typed_yaml`` is the generic parser.
+"""
+
+from snas_ray.config.load import apply_overrides, load_config, read_config_file
+from snas_ray.config.resume import RESUME_MAY_DIFFER, config_difference, flatten
+from snas_ray.config.sections import (
+    BUDGET_METRICS,
+    BUDGET_SEPARATION,
+    DATASETS,
+    ESTIMATORS,
+    SEPARATIONS,
+    CostConfig,
+    DatasetConfig,
+    ExperimentConfig,
+    OptimConfig,
+    OutputConfig,
+    SamplingConfig,
+    SearchConfig,
+    SpaceConfig,
+    TrainConfig,
+)
+from snas_ray.config.typed_yaml import build_section, dump_value
+
+__all__ = [
+    "BUDGET_METRICS",
+    "BUDGET_SEPARATION",
+    "DATASETS",
+    "ESTIMATORS",
+    "RESUME_MAY_DIFFER",
+    "SEPARATIONS",
+    "CostConfig",
+    "DatasetConfig",
+    "ExperimentConfig",
+    "OptimConfig",
+    "OutputConfig",
+    "SamplingConfig",
+    "SearchConfig",
+    "SpaceConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "build_section",
+    "config_difference",
+    "dump_value",
+    "flatten",
+    "load_config",
+    "read_config_file",
+]

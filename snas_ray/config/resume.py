@@ -1,0 +1,53 @@
+"""Which config fields may differ between a run and its resumption (or between runs collect
+groups together): one set, one comparison, used by search, retrain, sweep and collect."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["RESUME_MAY_DIFFER", "config_difference", "flatten"]
+
+# Fields that may change between an interrupted run and its resumption, for every job (search,
+# retraining, a sweep's trials) and for collect's grouping of runs: where files live, how much is
+# logged, the device and memory layout, evaluation batch sizes. Nothing here changes what is
+# learned. An entry ending in "." covers a whole section.
+RESUME_MAY_DIFFER = (
+    "device",
+    "output.",
+    "search.log_every",
+    "search.eval_batch_size",
+    "search.channels_last",
+    "train.log_every",
+    "train.eval_batch_size",
+    "train.channels_last",
+    "data.root",
+    "data.num_workers",
+    "data.download",
+)
+
+
+def _may_differ(key: str) -> bool:
+    return any(key == f or (f.endswith(".") and key.startswith(f)) for f in RESUME_MAY_DIFFER)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` as ``{"a.b": 1}``."""
+    flat: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            flat.update(flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def config_difference(
+    current: dict[str, Any], saved: dict[str, Any]
+) -> tuple[str, Any, Any] | None:
+    """The first field (dotted key, saved value, current value) that makes two config dicts
+    different runs; None when only :data:`RESUME_MAY_DIFFER` fields differ."""
+    a, b = flatten(current), flatten(saved)
+    for key in sorted(set(a) | set(b)):
+        if not _may_differ(key) and a.get(key) != b.get(key):
+            return key, b.get(key), a.get(key)
+    return None
