@@ -13,7 +13,7 @@ def test_defaults_follow_the_reference():
     assert cfg.search.epochs == 150 and cfg.search.batch_size == 64
     assert cfg.space.layers == 8 and cfg.space.init_channels == 16
     assert cfg.sampling.temp == 1.0 and cfg.sampling.temp_min == 0.03
-    assert cfg.optim.lr == 0.025 and cfg.optim.arch_optimizer == "adam"
+    assert cfg.optim.lr == 0.025 and cfg.optim.arch_optimizer == "adamw"
     assert cfg.optim.arch_betas == (0.5, 0.999)
     assert len(cfg.space.primitives) == 8 and cfg.space.primitives[0] == "none"
 

@@ -12,9 +12,11 @@ import pytest
 import torch
 from conftest import tiny_cfg
 from PIL import Image
+from resume_check import check_resume
 
 from snas_ray import cli
 from snas_ray.engine.checkpoint import load_checkpoint
+from snas_ray.engine.loop import NonFiniteError
 from snas_ray.errors import ConfigError
 from snas_ray.genotype import save_genotype
 from snas_ray.published import get_genotype
@@ -56,33 +58,38 @@ def _epochs(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_drop_path_ramp_and_exact_resume(tmp_path, monkeypatch):
-    cfg = tiny_train_cfg()
-    whole = run_retrain(cfg, tmp_path / "whole")
-    records = _epochs(tmp_path / "whole")
+def test_drop_path_ramp_and_exact_resume(tmp_path):
+    # Ctrl-C at the start of epoch 2 of 3 (epoch 1 draws drop-path masks), then the same
+    # retraining into the same folder.
+    runs = check_resume("retrain", tiny_train_cfg(), tmp_path, stop_at=2)
+    records = _epochs(runs.whole)
     # Linear ramp p_e = drop_path_prob * e / epochs, set at the start of epoch e.
     assert [r["train/drop_path_prob"] for r in records] == pytest.approx([0.0, 0.1, 0.2])
-    assert [r["epoch"] for r in records] == [0, 1, 2]
+    assert runs.resumed_result["epochs_done"] == 3
 
-    original = RetrainLoop.train_epoch
 
-    def interrupt(self, epoch, sink):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return original(self, epoch, sink)
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    # From epoch 1 on every batch is NaN: the loss is NaN from epoch 1's first step.
+    cfg = tiny_train_cfg("train.epochs=2")
+    to_device = RetrainLoop.to_device
 
-    monkeypatch.setattr(RetrainLoop, "train_epoch", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        run_retrain(cfg, tmp_path / "split")
-    assert load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")["epoch"] == 1
-    monkeypatch.setattr(RetrainLoop, "train_epoch", original)
-    resumed = run_retrain(cfg, tmp_path / "split")
+    def poisoned(self, x, y):
+        x, y = to_device(self, x, y)
+        return (torch.full_like(x, float("nan")) if self.epoch >= 1 else x), y
 
-    assert [r["epoch"] for r in _epochs(tmp_path / "split")] == [0, 1, 2]
-    a = load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt")["model"]
-    b = load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")["model"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert resumed["test_acc"] == whole["test_acc"] and resumed["epochs_done"] == 3
+    monkeypatch.setattr(RetrainLoop, "to_device", poisoned)
+    with pytest.raises(NonFiniteError, match=r"^epoch 1 step 0: train/loss.* is not finite"):
+        run_retrain(cfg, tmp_path / "run")
+    # Epoch 0's checkpoint and record are kept; nothing of epoch 1 was saved.
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert state["epoch"] == 1 and state["global_step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert [r["epoch"] for r in _epochs(tmp_path / "run")] == [0]
+    assert not (tmp_path / "run" / "result.json").exists()
+    # The kept checkpoint resumes: with clean data the run finishes from epoch 1.
+    monkeypatch.setattr(RetrainLoop, "to_device", to_device)
+    assert run_retrain(cfg, tmp_path / "run")["epochs_done"] == 2
+    assert [r["epoch"] for r in _epochs(tmp_path / "run")] == [0, 1]
 
 
 def _write_image_folder(root: Path, per_class: dict[str, int]) -> None:

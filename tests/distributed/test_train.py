@@ -19,6 +19,7 @@ import ray
 import torch
 import yaml
 from conftest import tiny_cfg
+from resume_check import check_resume
 
 from snas_ray.cli import main
 from snas_ray.distributed import LaunchOptions, bench_overhead, run_distributed_search, run_name
@@ -177,6 +178,20 @@ def test_two_gloo_workers_search_survive_a_kill_and_a_relaunch(ray_cluster, tmp_
     last = load_checkpoint(out / "checkpoints" / "last.pt")
     for key, value in state["model"].items():
         assert torch.equal(value, last["model"][key]), key
+
+
+@pytest.mark.ray
+def test_two_gloo_workers_search_resume_exactly_with_every_ranks_random_state(
+    ray_cluster, tmp_path
+):
+    # Stopped at the start of epoch 1 of 2 on both ranks, then launched again into the same
+    # folder: the same records, result and final state as an uninterrupted 2-worker search,
+    # and each rank's own Gumbel stream restored (check_resume).
+    cfg = tiny_cfg("cost.resource_lambda=1e-3")
+    runs = check_resume("search", cfg, tmp_path, workers=2)
+    ranks = load_checkpoint(runs.split / "checkpoints" / "last.pt")["rng_ranks"]
+    assert len(ranks) == 2 and not torch.equal(ranks[0]["cpu"], ranks[1]["cpu"])
+    assert load_genotype(runs.split / "genotype.json").to_dict() == runs.whole_result["genotype"]
 
 
 @pytest.mark.ray
