@@ -8,7 +8,8 @@ the same final checkpoint (weights, optimizers, every random stream), and, at th
 first resumed epoch, every rank's torch random state equal to the uninterrupted run's there.
 
 Every run trains with a probed ``train_epoch`` that records, per rank, each epoch it starts and
-the torch random state at that point (``<probes>/epochs-<rank>``, ``<probes>/rng-<rank>-<e>.pt``).
+the torch random state at that point (``<probes>/epochs-<rank>``, ``<probes>/rng-<rank>-<e>.pt``),
+and a budgeted search's ``ln lambda`` at the epoch's end (``<probes>/lambda-<rank>-<e>.pt``).
 For Ray runs the probe is built by a factory so cloudpickle ships it by value (this module is
 not importable inside Ray workers).
 """
@@ -80,6 +81,10 @@ class ResumeRuns:
         """Rank ``rank``'s torch random state at the start of epoch ``epoch`` of ``run``."""
         return torch.load(self.probes[run] / f"rng-{rank}-{epoch}.pt")
 
+    def log_lambda(self, run: str, rank: int, epoch: int) -> torch.Tensor:
+        """A budgeted search's ``ln lambda`` on rank ``rank`` at the end of epoch ``epoch``."""
+        return torch.load(self.probes[run] / f"lambda-{rank}-{epoch}.pt")
+
     def epochs_started(self, run: str, rank: int = 0) -> list[int]:
         return [int(e) for e in (self.probes[run] / f"epochs-{rank}").read_text().split()]
 
@@ -104,7 +109,11 @@ def _probe_factory(probes: str, stop_at: int | None, interrupt: str):
             with (folder / f"epochs-{rank}").open("a") as f:
                 f.write(f"{epoch}\n")
             torch.save(torch.get_rng_state(), folder / f"rng-{rank}-{epoch}.pt")
-            return train_epoch(self, epoch, hooks)
+            record = train_epoch(self, epoch, hooks)
+            controller = getattr(self, "controller", None)  # a budgeted search's lambda
+            if controller is not None:
+                torch.save(controller.log_lambda.cpu(), folder / f"lambda-{rank}-{epoch}.pt")
+            return record
 
         return probed_train_epoch
 

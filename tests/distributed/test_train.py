@@ -19,7 +19,7 @@ import ray
 import torch
 import yaml
 from conftest import tiny_cfg
-from resume_check import check_resume
+from resume_check import check_resume, records
 
 from snas_ray.cli import main
 from snas_ray.distributed import LaunchOptions, bench_overhead, run_distributed_search, run_name
@@ -186,9 +186,18 @@ def test_two_gloo_workers_search_resume_exactly_with_every_ranks_random_state(
 ):
     # Stopped at the start of epoch 1 of 2 on both ranks, then launched again into the same
     # folder: the same records, result and final state as an uninterrupted 2-worker search,
-    # and each rank's own Gumbel stream restored (check_resume).
-    cfg = tiny_cfg("cost.resource_lambda=1e-3")
+    # and each rank's own Gumbel stream restored (check_resume). With a budget, so that the
+    # lambda trajectory must resume exactly too, and stay identical on both ranks.
+    cfg = tiny_cfg("cost.resource_lambda=1e-3", "cost.budget=2500")
     runs = check_resume("search", cfg, tmp_path, workers=2)
+    for run, epochs in (("whole", (0, 1)), ("resumed", (1,))):
+        for epoch in epochs:
+            assert torch.equal(runs.log_lambda(run, 0, epoch), runs.log_lambda(run, 1, epoch))
+    trajectory = [float(runs.log_lambda("whole", 0, e)) for e in (0, 1)]
+    assert trajectory[1] > trajectory[0] > float(torch.tensor(1e-3).double().log()), trajectory
+    assert [r["cost/lambda_now"] for r in records(runs.split)] == [
+        r["cost/lambda_now"] for r in records(runs.whole)
+    ]
     ranks = load_checkpoint(runs.split / "checkpoints" / "last.pt")["rng_ranks"]
     assert len(ranks) == 2 and not torch.equal(ranks[0]["cpu"], ranks[1]["cpu"])
     assert load_genotype(runs.split / "genotype.json").to_dict() == runs.whole_result["genotype"]
