@@ -150,7 +150,7 @@ def budget_fields(result: dict[str, Any]) -> dict[str, Any]:
         "budget": budget,
         "budget_metric": metric,
         "budget_achieved": at_size.get(metric) if metric else None,
-        "lambda_final": result.get("resource_lambda_final") if budget else None,
+        "resource_lambda_final": result.get("resource_lambda_final") if budget else None,
     }
 
 

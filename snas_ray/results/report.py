@@ -76,7 +76,7 @@ def format_table(lb: Board, top: int = 10) -> str:
             f"  {rec['run']}: budget {format_count(rec['budget'])} {rec['budget_metric']} -> "
             f"child {format_count(rec['budget_achieved'])} "
             f"({100 * (rec['budget_achieved'] / rec['budget'] - 1):+.1f}%), "
-            f"lambda {_lam(rec['lambda_final'])}"
+            f"lambda {_lam(rec['resource_lambda_final'])}"
             for rec in budgeted
         ]
     if len(lb.rows) > top:
@@ -161,7 +161,7 @@ def _md_budget(rec: dict[str, Any]) -> list[Any]:
     if not rec["budget"]:
         return ["-", "-", "-"]
     budget = f"{format_count(rec['budget'])} {rec['budget_metric']}"
-    return [budget, format_count(rec["budget_achieved"]), _lam(rec["lambda_final"])]
+    return [budget, format_count(rec["budget_achieved"]), _lam(rec["resource_lambda_final"])]
 
 
 def _md_groups(lb: Board) -> list[str]:

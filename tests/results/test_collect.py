@@ -307,7 +307,7 @@ def test_budgeted_runs_show_budget_against_achieved_cost(tmp_path: Path) -> None
     lb = collect(tmp_path)
     recs = {rec["run"]: rec for rec in lb.records()}
     assert recs["b30k"]["budget"] == 30_000 and recs["b30k"]["budget_achieved"] == 31_000
-    assert recs["b60k"]["lambda_final"] == 2e-3
+    assert recs["b60k"]["resource_lambda_final"] == 2e-3
     assert recs["free"]["budget"] is None and recs["free"]["budget_achieved"] is None
     table = lb.format_table()
     assert "b30k: budget 30K params -> child 31K (+3.3%)" in table
