@@ -15,10 +15,11 @@ from snas_ray.genotype import Genotype
 from snas_ray.layout import atomic_write_bytes
 from snas_ray.results.runs import Row
 
-__all__ = ["draw_cell", "plot_pareto"]
+__all__ = ["draw_cell", "plot_pareto", "pyplot", "save_figure"]
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend, imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never needs a display
@@ -27,10 +28,11 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: Path) -> None:
+def save_figure(fig: Any, path: Path) -> None:
+    """Write ``fig`` as a PNG at ``path`` atomically and release it."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=150, bbox_inches="tight")
-    _pyplot().close(fig)
+    pyplot().close(fig)
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -43,7 +45,7 @@ def plot_pareto(
     """Accuracy against ``cost``: one point per run, coloured by estimator, sized and labelled
     by lambda; the ``front`` (cheapest first) ringed in black and joined by a step line;
     retrained runs as stars. ``name`` (the collected folder) opens the title."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     costs = [float(r.result[cost]) for r in rows]
     scale, unit = next(
@@ -95,7 +97,7 @@ def plot_pareto(
     ax.set_title(f"{name}: {len(rows)} runs, {len(front)} on the front")
     ax.grid(alpha=0.3)
     ax.margins(0.12)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 # Node colours of the DARTS-style cell plots: inputs green, intermediate blue, output yellow.
@@ -119,7 +121,7 @@ _CHAR_W, _TEXT_H = 0.13, 0.42  # one 8 pt label character and a label, in data u
 def draw_cell(genotype: Genotype, cell: str, path: Path, *, title: str = "") -> None:
     """Draws one cell as a DAG: c_{k-2}, c_{k-1} -> nodes 0..n-1 -> c_{k}, edges labelled by
     op; 'none' entries are left out, and a node with only 'none' inputs is greyed."""
-    plt = _pyplot()
+    plt = pyplot()
     steps = genotype.steps(cell)
     # The nodes sit on one horizontal line; the two inputs fan out to them from above and
     # below, so no straight input edge crosses a node.
@@ -155,7 +157,7 @@ def draw_cell(genotype: Genotype, cell: str, path: Path, *, title: str = "") -> 
     ax.set_xlim(-1.0, pos[-1][0] + 1.0)
     ax.set_ylim(-3.1, 3.1)
     ax.set_title(f"{title}: {cell} cell" if title else f"{cell} cell", fontsize=11)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _edge(ax: Any, a: Any, b: Any, rad: float, *, colour: str, dashed: bool = False) -> None:

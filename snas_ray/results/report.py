@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from snas_ray.genotype import save_genotype
 from snas_ray.layout import atomic_write_json, atomic_write_text
+from snas_ray.results.convergence import plot_budget_convergence
 from snas_ray.results.groups import Group
 from snas_ray.results.plots import draw_cell, plot_pareto
 from snas_ray.results.runs import COLUMN_SETTINGS, COSTS, Row, Skipped
@@ -99,7 +100,7 @@ def write_report(lb: Board, out: Path) -> Path:
     """Writes every collect output into ``out``; returns the path of ``report.md``.
 
     That is leaderboard.json/.csv, front/ (the front's genotypes), cells/ (their diagrams),
-    pareto.png and report.md. ``front/`` and ``cells/`` belong to the collector: files an
+    pareto.png, budget.png (when some run has a budget) and report.md. ``front/`` and ``cells/`` belong to the collector: files an
     earlier collect left there are replaced. Every file is written atomically.
     """
     records = lb.records()
@@ -115,6 +116,7 @@ def write_report(lb: Board, out: Path) -> Path:
             draw_cell(r.genotype, cell, out / "cells" / f"{r.slug}-{cell}.png", title=r.run)
     name = lb.root.name or str(lb.root)
     plot_pareto(lb.rows, lb.front, out / "pareto.png", cost=lb.cost, metric=lb.metric, name=name)
+    plot_budget_convergence(lb.rows, out / "budget.png")  # only when some run has a budget
     path = out / "report.md"
     atomic_write_text(path, render_markdown(lb))
     return path
@@ -196,6 +198,8 @@ def render_markdown(lb: Board) -> str:
         "![accuracy against cost](pareto.png)",
         "",
     ]
+    if any(r.result.get("budget") for r in lb.rows):
+        out += ["![child cost per epoch against each budget](budget.png)", ""]
     out += _md_runs(lb) + _md_groups(lb) + ["## Cells on the front", ""]
     for r in lb.front:
         out += [f"### `{r.run}` (rank {r.rank}, {_pct(r.acc)})", "", "```", r.genotype.format()]

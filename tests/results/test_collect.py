@@ -17,6 +17,7 @@ from run_folders import make_run
 from snas_ray.cli import main
 from snas_ray.published import REGISTRY, load_genotype
 from snas_ray.results import RETRAIN_RESULT, collect, pareto_front
+from snas_ray.results.convergence import child_cost_history
 
 
 def test_pareto_front_hand_placed() -> None:
@@ -303,6 +304,8 @@ def test_budgeted_runs_show_budget_against_achieved_cost(tmp_path: Path) -> None
             "mac": 1,
         }
         (run / "result.json").write_text(json.dumps(result))
+        epochs = [{"epoch": e, "child/params": params * (1.5 - e / 4)} for e in range(3)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in epochs))
     make_run(tmp_path, "free", acc=0.85, params=90_000)
     lb = collect(tmp_path)
     recs = {rec["run"]: rec for rec in lb.records()}
@@ -314,3 +317,15 @@ def test_budgeted_runs_show_budget_against_achieved_cost(tmp_path: Path) -> None
     assert "b60k: budget 60K params -> child 55K (-8.3%)" in table
     out = lb.write(tmp_path / "collect")
     assert "child at budget size" in out.read_text()
+    assert "(budget.png)" in out.read_text() and (out.parent / "budget.png").stat().st_size > 0
+    assert child_cost_history(tmp_path / "b30k", "params") == [
+        (1, 46_500.0),
+        (2, 38_750.0),
+        (3, 31_000.0),
+    ]
+
+
+def test_no_budget_no_budget_plot(tmp_path: Path) -> None:
+    make_run(tmp_path, "free", acc=0.85, params=90_000)
+    out = collect(tmp_path).write(tmp_path / "collect")
+    assert not (out.parent / "budget.png").exists() and "budget.png" not in out.read_text()
