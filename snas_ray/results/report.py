@@ -100,8 +100,9 @@ def write_report(lb: Board, out: Path) -> Path:
     """Writes every collect output into ``out``; returns the path of ``report.md``.
 
     That is leaderboard.json/.csv, front/ (the front's genotypes), cells/ (their diagrams),
-    pareto.png, budget.png (when some run has a budget) and report.md. ``front/`` and ``cells/`` belong to the collector: files an
-    earlier collect left there are replaced. Every file is written atomically.
+    pareto.png, budget.png (when some run has a budget) and report.md. ``front/`` and
+    ``cells/`` belong to the collector: files an earlier collect left there are replaced. Every
+    file is written atomically.
     """
     records = lb.records()
     atomic_write_json(out / "leaderboard.json", records)
