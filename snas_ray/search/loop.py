@@ -23,11 +23,12 @@ from snas_ray.errors import ConfigError
 from snas_ray.genotype import Genotype
 from snas_ray.layout import RunPaths
 from snas_ray.search.outputs import SearchResult, write_search_outputs
+from snas_ray.search.progress import arch_statistics, epoch_line
 from snas_ray.space.budget import LambdaController
 from snas_ray.space.child_cost import METRICS, ChildCostTable, child_cost_table
 from snas_ray.space.cost import resource_penalty
 from snas_ray.space.measure import NetworkCost
-from snas_ray.space.sampling import arch_entropy, gumbel_softmax_sample, one_hot_argmax, temperature
+from snas_ray.space.sampling import gumbel_softmax_sample, one_hot_argmax, temperature
 from snas_ray.space.supernet import Supernet, derive_genotype
 from snas_ray.sweep_spec import progress_metrics
 
@@ -259,35 +260,21 @@ class SearchLoop(EpochLoop):
 
     @torch.no_grad()
     def arch_metrics(self) -> dict[str, float]:
-        """How far the architecture distribution has come: entropy (also as a fraction of its
-        maximum, E ln n per cell type), mean top-op probability, the share of edges whose most
-        sampled op this epoch is the derived child's, and the child's and the expected cost."""
+        """The distribution's statistics (:func:`arch_statistics`), the supernet's expected op
+        cost, and the derived child's cost, exact and expected, at the budget's size."""
         net = self.net
         alphas = net.arch_parameters()
-        max_entropy = alphas[0].shape[0] * math.log(alphas[0].shape[1])
-        entropy = [float(arch_entropy(a)) for a in alphas]
-        counts = self.reduce_mean(self.sample_counts.clone())
-        sampled = counts.argmax(-1)
-        derived = torch.stack([a.argmax(-1) for a in alphas])
-        used = counts.sum(-1).sum(-1) > 0  # a cell type the net lacks has no samples
-        match = (sampled == derived)[used].float().mean() if used.any() else torch.ones(())
-        record = {
-            "arch/entropy_normal": entropy[0],
-            "arch/entropy_reduce": entropy[1],
-            "arch/entropy_frac": sum(entropy) / (2 * max_entropy),
-            "arch/entropy_frac_normal": entropy[0] / max_entropy,
-            "arch/entropy_frac_reduce": entropy[1] / max_entropy,
-            "arch/top_prob": float(torch.stack([a.softmax(-1).amax(-1) for a in alphas]).mean()),
-            "arch/sampled_match": float(match),
-        }
+        record = arch_statistics(alphas, self.sample_counts, self.reduce_mean)
         probs = [torch.softmax(a, -1) for a in net.cell_log_alpha()]
         for i, kind in enumerate(("size", "flops", "mac")):
             record[f"cost/expected_{kind}"] = float(
                 sum((t[i] * p).sum() for t, p in zip(net.cost_tables, probs, strict=True))
             )
         child = self.child_cost()
-        for metric in METRICS:
+        expected = self.child_costs.of_expectation(*alphas).tolist()
+        for i, metric in enumerate(METRICS):
             record[f"child/{metric}"] = float(getattr(child, metric))
+            record[f"child/expected_{metric}"] = expected[i]
         if self.controller is not None:
             record["cost/lambda_now"] = float(self.controller.value)
         return record
@@ -305,16 +292,7 @@ class SearchLoop(EpochLoop):
         )
 
     def epoch_line(self, record: EpochRecord) -> str:
-        m = record.metrics
-        return (
-            f"train loss {m['train/loss']:.4f} acc {m['train/acc1']:.3f} | "
-            f"val child acc {m['val/acc_child']:.3f} relaxed acc {m['val/acc_relaxed']:.3f} | "
-            f"tau {m['arch/tau']:.3f} lr {m['lr/weights']:.4g} | "
-            f"child params {m['child/params']:.0f} (expected {m['cost/expected_size']:.0f}) "
-            f"entropy {100 * m['arch/entropy_frac']:.0f}% top-p {m['arch/top_prob']:.2f} "
-            f"lambda {m.get('cost/lambda_now', m['cost/lambda']):.3g} | "
-            f"{m['time/epoch_s']:.1f}s"
-        )
+        return epoch_line(self.cfg.cost, record.metrics)
 
     def progress(self, record: EpochRecord) -> dict[str, Any]:
         """The flat numbers a Ray or Tune report carries for this epoch."""

@@ -65,6 +65,15 @@ class ChildCostTable:
             total = total + rows.sum(0)
         return total
 
+    def of_expectation(self, log_alpha_normal: torch.Tensor, log_alpha_reduce: torch.Tensor):
+        """``[3]`` expected cost of a child drawn op by op from softmax(logits): the quantity
+        the child's cost converges to as the distribution sharpens (no host sync)."""
+        total = self.base
+        for t, a in enumerate((log_alpha_normal, log_alpha_reduce)):
+            probs = torch.softmax(a.detach().double(), -1)  # [E, n_ops]
+            total = total + (probs[..., None] * self.table[t]).sum((0, 1))
+        return total
+
     def reachable(self, metric: str, derivation: str = "snas") -> tuple[float, float]:
         """The cheapest and the dearest child in ``metric`` that ``derivation`` can produce:
         'snas' gives every edge any op; 'top2' two edges per node, each with a non-'none' op."""

@@ -55,3 +55,22 @@ def test_reachable_range_is_the_cheapest_and_dearest_child():
     assert 15_000 < low < 16_000 and 160_000 < high < 170_000
     t_low, t_high = table.reachable("params", "top2")
     assert low < t_low < t_high < high
+
+
+def test_expected_child_cost_is_the_mean_over_sampled_children():
+    table = child_cost_table(PRIMITIVES, init_channels=6, layers=4, num_classes=10, image_size=8)
+    gen = torch.Generator().manual_seed(0)
+    normal, reduce = torch.randn(14, 8, generator=gen), torch.randn(14, 8, generator=gen)
+    # Monte Carlo: children drawn op by op from softmax(logits), costed exactly.
+    draws = 4000
+    total = torch.zeros(3, dtype=torch.float64)
+    for _ in range(draws):
+        pick = [
+            torch.multinomial(a.softmax(-1), 1, generator=gen).squeeze(1) for a in (normal, reduce)
+        ]
+        total += table.of_argmax(torch.eye(8)[pick[0]], torch.eye(8)[pick[1]])
+    expected = table.of_expectation(normal, reduce)
+    assert torch.allclose(expected, total / draws, rtol=0.02)
+    # A sharp distribution's expected child is its argmax child.
+    sharp = [1e4 * a for a in (normal, reduce)]
+    assert torch.allclose(table.of_expectation(*sharp), table.of_argmax(*sharp))
