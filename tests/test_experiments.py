@@ -41,3 +41,12 @@ def test_config_loads_and_builds(path):
         cfg = load_config(path)
     net = Supernet(cfg.space, num_classes=10, image_size=8 if cfg.data.name == "digits" else 32)
     assert len(net.cells) == cfg.space.layers
+
+
+def test_digits_budget_sweep_is_three_budgets_of_the_demo_search():
+    spec = load_sweep(CONFIGS[0].parent / "digits-budget-sweep.yaml")
+    budgets = sorted(p["cost.budget"] for p in spec.grid_points())
+    assert len(budgets) == 3 and budgets[0] < budgets[1] < budgets[2]
+    demo = load_config(CONFIGS[0].parent / "digits-search.yaml")
+    assert spec.base.space == demo.space and spec.base.optim == demo.optim
+    assert spec.base.search.epochs == demo.search.epochs

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from snas_ray.config import ExperimentConfig, apply_overrides
+from snas_ray.config import ExperimentConfig, apply_overrides, load_config
 from snas_ray.search import run_search
 
 DIGITS = [
@@ -46,3 +47,35 @@ def test_digits_search_learns_and_lambda_makes_the_child_cheaper(tmp_path):
     cheap, history_cheap = _search(tmp_path, "cheap", "cost.resource_lambda=0.5")
     assert cheap["params"] < 0.7 * free["params"], (cheap["params"], free["params"])
     assert history_cheap[-1]["cost/expected_size"] < history[-1]["cost/expected_size"]
+
+
+DEMO = Path(__file__).parents[1] / "experiments" / "digits-search.yaml"
+
+
+def _demo(tmp_path, name, *extra):
+    cfg = load_config(DEMO, ["output.tensorboard=false", *extra])
+    result = run_search(cfg, tmp_path / name)
+    lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+    return result, [json.loads(line) for line in lines]
+
+
+@pytest.mark.slow
+def test_the_demo_search_converges_to_the_child_it_samples(tmp_path):
+    # The README's main job, as shipped: the distribution must have moved, not only the loss.
+    result, history = _demo(tmp_path, "demo")
+    first, last = history[0], history[-1]
+    assert last["arch/entropy_frac"] <= 0.5 < first["arch/entropy_frac"], (first, last)
+    assert last["arch/top_prob"] > 0.6
+    # Per edge, the op sampled most often in the last epoch is the derived child's op.
+    assert last["arch/sampled_match"] == 1.0
+    assert result["val_acc"] > 0.8  # the child, evaluated alone; chance is 0.1
+
+
+@pytest.mark.slow
+def test_a_budgeted_demo_search_ends_near_its_budget(tmp_path):
+    budget = 25_000  # the unconstrained demo child has about 40K parameters
+    result, history = _demo(tmp_path, "budget", f"cost.budget={budget}")
+    assert abs(result["params"] / budget - 1) < 0.25, result["params"]  # CI margin; README: 15%
+    assert history[-1]["child/params"] == result["params"]
+    assert result["resource_lambda_final"] > 0 and result["budget"] == budget
+    assert history[-1]["arch/entropy_frac"] <= 0.5

@@ -67,6 +67,9 @@ def plot_budget_convergence(rows: Sequence[Row], path: Path) -> bool:
     metrics = sorted({metric for _, metric, _, _ in curves})
     unit = {"params": "parameters", "flops": "multiply-adds", "mac": "memory access (elements)"}
     ax.set_yscale("log")
+    ticker = plt.matplotlib.ticker
+    ax.yaxis.set_major_formatter(ticker.EngFormatter())  # 20k, 50k: counts, not 2x10^4
+    ax.yaxis.set_minor_formatter(ticker.EngFormatter())
     ax.set_xlabel("epoch")
     ax.set_ylabel("derived child: " + ", ".join(unit.get(m, m) for m in metrics))
     ax.set_title("child cost per epoch (dashed: its budget)")

@@ -9,6 +9,7 @@ child sampled most often is the derived one.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snas_ray.config import ExperimentConfig
+from snas_ray.config import CostConfig, ExperimentConfig
 from snas_ray.engine.loop import EpochLoop, EpochRecord, identity
 from snas_ray.errors import ConfigError
 from snas_ray.genotype import Genotype
@@ -32,7 +33,9 @@ from snas_ray.space.sampling import gumbel_softmax_sample, one_hot_argmax, tempe
 from snas_ray.space.supernet import Supernet, derive_genotype
 from snas_ray.sweep_spec import progress_metrics
 
-__all__ = ["SearchLoop", "SearchResult", "budget_size", "learning_rate"]
+__all__ = ["SearchLoop", "SearchResult", "budget_outcome", "budget_size", "learning_rate"]
+
+logger = logging.getLogger(__name__)
 
 
 def learning_rate(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
@@ -332,19 +335,28 @@ class SearchLoop(EpochLoop):
 
     def write_outputs(self, paths: RunPaths, result: SearchResult) -> dict[str, Any]:
         """Write ``genotype.json`` and ``result.json``; returns the latter's dict."""
-        child = (
-            self.child_cost()
-            if self.controller is not None
-            or budget_size(self.cfg)
-            != (
-                self.cfg.space.layers,
-                self.cfg.space.init_channels,
-            )
-            else None
-        )
+        at_own_size = budget_size(self.cfg) == (self.cfg.space.layers, self.cfg.space.init_channels)
+        child = None if self.controller is None and at_own_size else self.child_cost()
+        if self.controller is not None and child is not None:
+            budget_outcome(self.cfg.cost, float(getattr(child, self.cfg.cost.budget_metric)))
         return write_search_outputs(
             self.cfg, self.net, paths, result, lambda_final=self.lambda_final(), budget_cost=child
         )
+
+
+def budget_outcome(cost: CostConfig, achieved: float) -> str:
+    """One line on how the child met its budget, logged as a warning when it missed by over
+    15%: above it the constraint was too hard for the run's length; far under it, the
+    unconstrained search already ends below the budget, which then does not bind."""
+    gap = achieved / cost.budget - 1
+    line = f"child {achieved:.4g} {cost.budget_metric} for a budget of {cost.budget:.4g} "
+    line += f"({100 * gap:+.1f}%)"
+    if gap > 0.15:
+        line += ": over budget; more epochs or a larger cost.budget_gain let lambda catch up"
+    elif gap < -0.15:
+        line += ": well under it; a budget above what the unconstrained search picks does not bind"
+    (logger.warning if abs(gap) > 0.15 else logger.info)("budget: %s", line)
+    return line
 
 
 def budget_size(cfg: ExperimentConfig) -> tuple[int, int]:
