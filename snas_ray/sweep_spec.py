@@ -265,7 +265,8 @@ def progress_metrics(cfg: ExperimentConfig, record: dict[str, Any], epoch: int) 
         "epoch": epoch,
         "val_acc": record.get("val/acc_child", float("nan")),
         "val_acc_relaxed": record.get("val/acc_relaxed", float("nan")),
-        "expected_params": record.get("cost/expected_size", float("nan")),
+        # The expected child (drawn from the softmax) in the same units as the derived child.
+        "expected_params": record.get("child/expected_params", float("nan")),
         "child_params": record.get("child/params", float("nan")),
         "child_flops": record.get("child/flops", float("nan")),
         "child_mac": record.get("child/mac", float("nan")),

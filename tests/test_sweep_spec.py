@@ -143,7 +143,7 @@ def test_trial_folder_names_say_the_settings():
 def test_progress_metrics_are_flat_numbers_from_a_record():
     spec = sweep_from_dict(BASE | {"sweep": {"cost.resource_lambda": {"grid": [0.5]}}})
     cfg = spec.trial_config({"cost.resource_lambda": 0.5})
-    record = {"val/acc_child": 0.7, "val/acc_relaxed": 0.8, "cost/expected_size": 12.0}
+    record = {"val/acc_child": 0.7, "val/acc_relaxed": 0.8, "child/expected_params": 12.0}
     metrics = progress_metrics(cfg, record, 4)
     assert metrics["epoch"] == 4 and metrics["val_acc"] == 0.7
     assert metrics["expected_params"] == 12.0 and metrics["resource_lambda"] == 0.5

@@ -110,7 +110,7 @@ def _reporter(spec: SweepSpec) -> tune.CLIReporter:
         "epoch": "epoch",
         "val_acc": "val_acc",
         "val_acc_relaxed": "relaxed",
-        "expected_params": "E[params]",
+        "expected_params": "E[child params]",
         "child_params": "child params",
         "entropy_frac": "entropy",
         "lambda_now": "lambda now",
