@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "snas_ray"
 # listed as siblings (space, data, engine) must not import each other.
 LAYERS = [
     {"errors", "layout"},
-    {"config", "genotype", "published", "sweep_spec"},
+    {"config", "genotype", "published", "sweep_spec", "evaluate_spec"},
     {"space", "data", "engine"},
     {"search", "retrain", "bench"},
     {"results"},
@@ -25,8 +25,7 @@ SIBLINGS = {"space", "data", "engine"}
 MAX_LINES = 400
 # Modules still over the limit, each with the reason it has not been split yet; a module not
 # listed here fails at 401 lines, and one listed here fails once it grows past its allowance.
-OVER_LIMIT = {
-}
+OVER_LIMIT = {}
 
 
 def _modules() -> dict[str, Path]:

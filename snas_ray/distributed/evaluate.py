@@ -198,6 +198,21 @@ def evaluation_records(
     return records, missing
 
 
+def _setting(spec: EvaluateSpec, plan: EvaluationPlan) -> list[str]:
+    t, d = spec.base.train, spec.base.data
+    forms = sorted({c.form for c in plan.candidates})
+    return [
+        f"sweep: `{plan.sweep}` (its Pareto front has {plan.front_size} run(s))",
+        f"random genotypes: uniform among the {'/'.join(forms)}-form genotypes within "
+        f"±{plan.tolerance:.0%} of their match's {plan.cost}, drawn with seed {plan.draw_seed} "
+        "(`plan.json`)",
+        f"retraining: {t.network} network, C={t.init_channels}, {t.layers} cells, {t.epochs} "
+        f"epochs, batch {t.batch_size}, lr {t.lr:g}; data {d.name} at "
+        f"{d.image_size or 'native'} px{', limit ' + str(d.limit) if d.limit else ''}; "
+        f"seeds {', '.join(map(str, plan.seeds))}",
+    ]
+
+
 def run_evaluation(
     spec: EvaluateSpec,
     sweep_dir: Path | str,
@@ -251,6 +266,7 @@ def run_evaluation(
         confidence=spec.options.confidence,
         notes=plan.notes,
         title=sweep_dir.resolve().name,
+        setting=_setting(spec, plan),
     )
     if missing:
         raise EvaluationError(

@@ -97,7 +97,11 @@ def plot_evaluation(ev: Evaluation, path: Path, *, title: str = "") -> None:
     plt = _pyplot()
     verdicts = len(ev.pairs) + (1 if ev.overall else 0)
     fig, (left, right) = plt.subplots(
-        1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [3, 2] if verdicts else [3, 0.01]}
+        1,
+        2,
+        figsize=(13, 4.8),
+        layout="constrained",  # room for the verdicts' long tick labels between the panels
+        gridspec_kw={"width_ratios": [3, 2] if verdicts else [3, 0.01]},
     )
     draw_retrained(left, ev.genotypes, ev.cost)
     left.legend(fontsize=8, loc="lower right")

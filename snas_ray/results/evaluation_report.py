@@ -41,7 +41,7 @@ def format_evaluation(ev: Evaluation) -> str:
     return "\n".join(lines + ev.lines() + [f"note: {n}" for n in ev.notes])
 
 
-def render_evaluation(ev: Evaluation, *, title: str = "") -> str:
+def render_evaluation(ev: Evaluation, *, title: str = "", setting: Sequence[str] = ()) -> str:
     """evaluation.md: what was compared, the table, the verdicts and how to read them."""
     n_seeds = sorted({g.n for g in ev.genotypes})
     search = sum(g.source == "search" for g in ev.genotypes)
@@ -77,6 +77,8 @@ def render_evaluation(ev: Evaluation, *, title: str = "") -> str:
         ),
         "",
     ]
+    if setting:
+        out += ["## Setting", ""] + [f"- {line}" for line in setting] + [""]
     if ev.notes:
         out += ["## Notes", ""] + [f"- {n}" for n in ev.notes] + [""]
     out += ["Files: `evaluation.json` (one record per retraining), `plan.json`, `runs/`.", ""]
@@ -91,11 +93,14 @@ def write_evaluation(
     confidence: float,
     notes: Sequence[str] = (),
     title: str = "",
+    setting: Sequence[str] = (),
 ) -> Evaluation:
-    """Writes evaluation.json, evaluation.png and evaluation.md into ``root``."""
+    """Writes evaluation.json, evaluation.png and evaluation.md into ``root``; ``setting``
+    lines (how genotypes were drawn and retrained) go into the report as they are."""
     paths = EvaluatePaths(Path(root))
     evaluation = summarize(records, cost=cost, confidence=confidence, notes=notes)
     atomic_write_json(paths.json, records)
     plot_evaluation(evaluation, paths.plot, title=title)
-    atomic_write_text(paths.markdown, render_evaluation(evaluation, title=title))
+    text = render_evaluation(evaluation, title=title, setting=setting)
+    atomic_write_text(paths.markdown, text)
     return evaluation
