@@ -136,7 +136,9 @@ def test_killed_evaluation_resumes_without_retraining_finished_runs(tmp_path):
     assert "continuing the evaluation" in again.stderr
     assert (first / "result.json").read_bytes() == finished  # not retrained
     assert (first / "result.json").stat().st_mtime_ns == finished_mtime
-    epochs = [json.loads(line)["epoch"] for line in (second / "metrics.jsonl").read_text().split()]
+    epochs = [
+        json.loads(line)["epoch"] for line in (second / "metrics.jsonl").read_text().splitlines()
+    ]
     assert epochs == [0, 1, 2, 3, 4]  # resumed from its checkpoint; no epoch twice
     records = json.loads((sweep / "evaluate" / "evaluation.json").read_text())
     assert sorted((r["name"], r["seed"]) for r in records) == [
