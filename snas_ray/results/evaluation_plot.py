@@ -46,7 +46,7 @@ def draw_retrained(ax: Any, genotypes: Sequence[GenotypeStats], cost: str) -> No
         if g.matched_to in where:
             (x0, y0), (x1, y1) = where[g.matched_to], where[g.name]
             ax.plot([x0, x1], [y0, y1], ls=":", color="0.6", lw=0.9, zorder=1)
-    if search:
+    if len(search) > 1:
         xs, ys = zip(*(where[g.name] for g in search), strict=True)
         ax.plot(xs, ys, color="black", lw=1.1, zorder=2, label="front genotypes (retrained)")
     for g in genotypes:
@@ -104,7 +104,7 @@ def plot_evaluation(ev: Evaluation, path: Path, *, title: str = "") -> None:
         gridspec_kw={"width_ratios": [3, 2] if verdicts else [3, 0.01]},
     )
     draw_retrained(left, ev.genotypes, ev.cost)
-    left.legend(fontsize=8, loc="lower right")
+    left.legend(fontsize=8, loc="best")
     seeds = "/".join(str(n) for n in sorted({g.n for g in ev.genotypes}))
     left.set_title(f"{title + ': ' if title else ''}{len(ev.genotypes)} genotypes x {seeds} seeds")
     if verdicts:

@@ -61,7 +61,7 @@ def plot_pareto(
             1, 2, figsize=(14, 4.8), gridspec_kw={"width_ratios": [1.1, 1]}
         )
         draw_retrained(right, retrained, cost)
-        right.legend(fontsize=8, loc="lower right")
+        right.legend(fontsize=8, loc="best")
         right.set_title("evaluation: retrained from scratch (separate axes)")
     else:
         fig, ax = plt.subplots(figsize=(7.5, 4.8))

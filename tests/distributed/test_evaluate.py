@@ -12,10 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+import ray
 import yaml
 from ray_procs import kill_session
 from run_folders import make_run
 
+from snas_ray.cli import main
 from snas_ray.distributed.evaluate_plan import make_plan
 from snas_ray.errors import EvaluationError
 from snas_ray.evaluate_spec import evaluate_from_dict
@@ -155,3 +157,19 @@ def test_killed_evaluation_resumes_without_retraining_finished_runs(tmp_path):
     board = collect(sweep)  # the evaluation folder is not mistaken for broken searches
     assert [r.run for r in board.rows] == ["runs/a"] and not board.skipped
     assert board.rows[0].retrained.n == 2 and [g.name for g in board.baselines] == ["random-1a"]
+
+
+def test_cli_errors_are_one_line_before_ray_starts(tmp_path, capsys):
+    config = tmp_path / "evaluate.yaml"
+    config.write_text(yaml.safe_dump(TINY | {"evaluate": {"tolerance": 2}}))
+    assert main(["evaluate", str(tmp_path), "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "snas-ray: error: config error: evaluate.tolerance: must be in (0, 1), e.g. 0.1 for +-10%"
+    )
+    config.write_text(yaml.safe_dump(TINY))
+    (tmp_path / "empty").mkdir()
+    assert main(["evaluate", str(tmp_path / "empty"), "--config", str(config), "--seeds", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("empty: no finished search run, so no front to evaluate")
+    assert not ray.is_initialized()
