@@ -58,24 +58,26 @@ class _Population:
     num_trials: int
 
 
-def _check_saved_spec(spec: EvaluateSpec, paths: EvaluatePaths, restorable: bool) -> None:
-    saved = evaluate_from_dict(yaml.safe_load(paths.spec.read_text()))
-    diff = config_difference(spec.base.to_dict(), saved.base.to_dict())
-    if diff is None and saved.options != spec.options:
-        field = next(
-            f.name
-            for f in dataclasses.fields(spec.options)
-            if getattr(spec.options, f.name) != getattr(saved.options, f.name)
-        )
-        key = f"evaluate.{field}"
-        diff = (key, getattr(saved.options, field), getattr(spec.options, field))
-    if diff is not None:
-        raise EvaluationError(
-            f"{paths.root} holds a different evaluation ({diff[0]}={diff[1]!r} there, "
-            f"{diff[2]!r} here); choose another --out"
-        )
-    if restorable and saved.tune != spec.tune:
-        logger.warning("tune: options changed; a continued evaluation keeps its concurrency")
+def _check_saved(spec: EvaluateSpec, plan: EvaluationPlan, paths: EvaluatePaths) -> None:
+    """A re-run continues when it retrains the same genotypes with the same config and seeds;
+    options that only choose or report them (top, metric, confidence, ...) may change when
+    the plan stays the same."""
+    if paths.spec.is_file():
+        saved = evaluate_from_dict(yaml.safe_load(paths.spec.read_text()))
+        diff = config_difference(spec.base.to_dict(), saved.base.to_dict())
+        if diff is not None:
+            raise EvaluationError(
+                f"{paths.root} holds a different evaluation ({diff[0]}={diff[1]!r} there, "
+                f"{diff[2]!r} here); choose another --out"
+            )
+    if paths.plan.is_file():
+        old, new = json.loads(paths.plan.read_text()), plan.to_dict()
+        key = next((k for k in new if k != "notes" and old.get(k) != new[k]), None)
+        if key is not None:
+            raise EvaluationError(
+                f"{paths.root} holds a different evaluation (its plan.json differs in {key}: "
+                "another front, draw, cost match or seeds); choose another --out"
+            )
 
 
 def prepare_evaluation(
@@ -87,15 +89,9 @@ def prepare_evaluation(
     restorable = tune.Tuner.can_restore(str(paths.tune))
     if resume and not restorable:
         raise EvaluationError(f"--resume: {out} holds no evaluation to continue")
-    if paths.spec.is_file():
-        _check_saved_spec(spec, paths, restorable)
-    elif restorable:
+    if restorable and not paths.spec.is_file():
         raise EvaluationError(f"{out} holds a Tune experiment but no evaluate.yaml")
-    if paths.plan.is_file() and json.loads(paths.plan.read_text()) != plan.to_dict():
-        raise EvaluationError(
-            f"{out}: the sweep's front changed since this evaluation was planned (see "
-            f"{paths.plan.name}); choose another --out"
-        )
+    _check_saved(spec, plan, paths)
     atomic_write_text(paths.spec, yaml.safe_dump(spec.to_dict(), sort_keys=False))
     atomic_write_json(paths.plan, plan.to_dict())
     for c in plan.candidates:

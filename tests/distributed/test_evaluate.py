@@ -18,6 +18,7 @@ from ray_procs import kill_session
 from run_folders import make_run
 
 from snas_ray.cli import main
+from snas_ray.distributed.evaluate import prepare_evaluation
 from snas_ray.distributed.evaluate_plan import make_plan
 from snas_ray.errors import EvaluationError
 from snas_ray.evaluate_spec import evaluate_from_dict
@@ -173,3 +174,24 @@ def test_cli_errors_are_one_line_before_ray_starts(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].endswith("empty: no finished search run, so no front to evaluate")
     assert not ray.is_initialized()
+
+
+def test_a_rerun_continues_only_the_same_evaluation(tmp_path):
+    sweep, out = _sweep(tmp_path), tmp_path / "sweep" / "evaluate"
+    spec = _spec(top=1)
+    assert prepare_evaluation(spec, make_plan(sweep, spec), out, None) is False
+    assert sorted(p.name for p in (out / "genotypes").iterdir()) == [
+        "random-1a.json",
+        "random-1b.json",
+        "search-1.json",
+    ]
+    # Options that only choose or report the same genotypes may change.
+    prepare_evaluation(_spec(top=1, confidence=0.9), make_plan(sweep, spec), out, None)
+    longer = evaluate_from_dict({**TINY, "train": TINY["train"] | {"epochs": 9}})
+    with pytest.raises(EvaluationError, match=r"train.epochs=5 there, 9 here"):
+        prepare_evaluation(longer, make_plan(sweep, spec), out, None)
+    more = _spec(top=1, seeds=3)
+    with pytest.raises(EvaluationError, match="plan.json differs in seeds"):
+        prepare_evaluation(more, make_plan(sweep, more), out, None)
+    with pytest.raises(EvaluationError, match="no evaluation to continue"):
+        prepare_evaluation(spec, make_plan(sweep, spec), out, True)
