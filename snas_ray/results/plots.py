@@ -39,6 +39,18 @@ def _save(fig: Any, path: Path) -> None:
 _ESTIMATOR_COLOURS = {"reparametrization": "C0", "discrete": "C1", "policy_gradient": "C2"}
 
 
+def _figure(retrained: Sequence[GenotypeStats], cost: str) -> tuple[Any, Any]:
+    """The figure and the search-accuracy axes; retrained genotypes get axes of their own."""
+    plt = _pyplot()
+    if not retrained:
+        return plt.subplots(figsize=(7.5, 4.8))
+    fig, (ax, right) = plt.subplots(1, 2, figsize=(14, 4.8), gridspec_kw={"width_ratios": [1.1, 1]})
+    draw_retrained(right, retrained, cost)
+    right.legend(fontsize=8, loc="best")
+    right.set_title("evaluation: retrained from scratch (separate axes)")
+    return fig, ax
+
+
 def plot_pareto(
     rows: Sequence[Row],
     front: Sequence[Row],
@@ -54,17 +66,8 @@ def plot_pareto(
     ``name`` (the collected folder) opens the title. Runs an evaluation retrained, and its
     random ``baselines``, get a second panel of their own: retrained test accuracy is never
     drawn on the search-accuracy axes."""
-    plt = _pyplot()
     retrained = [r.retrained for r in rows if r.retrained] + list(baselines)
-    if retrained:
-        fig, (ax, right) = plt.subplots(
-            1, 2, figsize=(14, 4.8), gridspec_kw={"width_ratios": [1.1, 1]}
-        )
-        draw_retrained(right, retrained, cost)
-        right.legend(fontsize=8, loc="best")
-        right.set_title("evaluation: retrained from scratch (separate axes)")
-    else:
-        fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = _figure(retrained, cost)
     costs = [float(r.result[cost]) for r in rows]
     scale, unit = next(
         ((s, u) for s, u in ((1e9, "G"), (1e6, "M"), (1e3, "K")) if max(costs, default=0) >= s),
