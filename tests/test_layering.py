@@ -25,7 +25,8 @@ SIBLINGS = {"space", "data", "engine"}
 MAX_LINES = 400
 # Modules still over the limit, each with the reason it has not been split yet; a module not
 # listed here fails at 401 lines, and one listed here fails once it grows past its allowance.
-OVER_LIMIT = {}
+OVER_LIMIT = {
+}
 
 
 def _modules() -> dict[str, Path]:
