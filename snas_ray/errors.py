@@ -13,6 +13,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DistributedRunError",
+    "EvaluationError",
     "GenotypeError",
     "JobFailedError",
     "SnasRayError",
@@ -53,6 +54,10 @@ class DistributedRunError(SnasRayError):
 
 class SweepError(SnasRayError):
     """A sweep cannot start, or ended with failed trials; re-running the same command resumes it."""
+
+
+class EvaluationError(SnasRayError):
+    """An evaluation cannot be planned or ended with failed retrainings; re-running resumes it."""
 
 
 class JobFailedError(SnasRayError):

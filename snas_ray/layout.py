@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import IO, Any
 
 __all__ = [
+    "EVALUATE_SPEC",
     "TEMP_SUFFIX",
+    "EvaluatePaths",
     "RunPaths",
     "SweepPaths",
     "atomic_write",
@@ -26,6 +28,7 @@ __all__ = [
 ]
 
 TEMP_SUFFIX = ".tmp"  # temp files are ".<name>.<random>.tmp" beside their target
+EVALUATE_SPEC = "evaluate.yaml"  # marks an evaluation folder (see EvaluatePaths)
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,52 @@ class SweepPaths:
 
     def run(self, dirname: str) -> RunPaths:
         return RunPaths(self.runs / dirname)
+
+
+@dataclass(frozen=True)
+class EvaluatePaths:
+    """The layout of one evaluation folder (``snas-ray evaluate``, default ``SWEEP/evaluate``).
+
+    Its ``evaluate.yaml`` also marks it for the collector, which never takes the retrainings
+    under ``runs/`` for search runs.
+    """
+
+    root: Path
+
+    @property
+    def spec(self) -> Path:
+        """The resolved evaluate config; a re-run must match it to continue."""
+        return self.root / EVALUATE_SPEC
+
+    @property
+    def plan(self) -> Path:
+        """What is retrained: the front genotypes, the random draws and their costs."""
+        return self.root / "plan.json"
+
+    @property
+    def genotypes(self) -> Path:
+        return self.root / "genotypes"
+
+    @property
+    def runs(self) -> Path:
+        """One complete retrain run folder per genotype and seed."""
+        return self.root / "runs"
+
+    @property
+    def tune(self) -> Path:
+        return self.root / "tune"
+
+    @property
+    def json(self) -> Path:
+        return self.root / "evaluation.json"
+
+    @property
+    def markdown(self) -> Path:
+        return self.root / "evaluation.md"
+
+    @property
+    def plot(self) -> Path:
+        return self.root / "evaluation.png"
 
 
 def _umask() -> int:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snas_ray.config import ExperimentConfig, TrainConfig, apply_overrides, load_config
+from snas_ray.config import ExperimentConfig, TrainConfig, apply_overrides
 from snas_ray.data import DataSplits, build_datasets, make_loader
 from snas_ray.engine.checkpoint import load_checkpoint
 from snas_ray.engine.loop import EpochLoop, EpochRecord, HookBase, identity
@@ -37,7 +37,6 @@ __all__ = [
     "build_retrain",
     "evaluate_checkpoint",
     "load_retrain_checkpoint",
-    "retrain_genotype",
     "run_retrain",
 ]
 
@@ -352,15 +351,6 @@ def run_retrain(
         hooks=hooks,
     )
     return loop.write_outputs(paths, result)
-
-
-def retrain_genotype(
-    genotype_file: Path | str, out: Path | str, *, config: Path | str | None = None
-) -> dict[str, Any]:
-    """Retrain the genotype in ``genotype_file`` with ``config`` (defaults if None) into ``out``;
-    the entry point ``collect --retrain`` calls."""
-    cfg = load_config(config).replace(**{"train.genotype": str(genotype_file)})
-    return run_retrain(cfg, out)
 
 
 def evaluate_checkpoint(

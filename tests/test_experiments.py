@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from snas_ray.config import load_config
+from snas_ray.evaluate_spec import load_evaluate
 from snas_ray.space.supernet import Supernet
 from snas_ray.sweep_spec import load_sweep
 
@@ -37,6 +38,8 @@ def test_config_loads_and_builds(path):
         spec = load_sweep(path)
         assert spec.num_trials >= 2
         cfg = spec.base
+    elif "evaluate" in path.name:
+        cfg = load_evaluate(path).base
     else:
         cfg = load_config(path)
     net = Supernet(cfg.space, num_classes=10, image_size=8 if cfg.data.name == "digits" else 32)

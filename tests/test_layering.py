@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "snas_ray"
 # listed as siblings (space, data, engine) must not import each other.
 LAYERS = [
     {"errors", "layout"},
-    {"config", "genotype", "published", "sweep_spec"},
+    {"config", "genotype", "published", "sweep_spec", "evaluate_spec"},
     {"space", "data", "engine"},
     {"search", "retrain", "bench"},
     {"results"},

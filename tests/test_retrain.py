@@ -15,12 +15,13 @@ from PIL import Image
 from resume_check import check_resume
 
 from snas_ray import cli
+from snas_ray.config import load_config
 from snas_ray.engine.checkpoint import load_checkpoint
 from snas_ray.engine.loop import NonFiniteError
 from snas_ray.errors import ConfigError
 from snas_ray.genotype import save_genotype
 from snas_ray.published import get_genotype
-from snas_ray.retrain import RetrainLoop, build_retrain, retrain_genotype, run_retrain
+from snas_ray.retrain import RetrainLoop, build_retrain, run_retrain
 
 _TINY = (
     "train.layers=3",
@@ -136,7 +137,8 @@ def test_digits_from_genotype_json_well_above_chance_and_test_mode(tmp_path, cap
         "data: {name: digits, image_size: 8, val_on_test: true}\n"
         "output: {tensorboard: true}\n"
     )
-    result = retrain_genotype(tmp_path / "genotype.json", tmp_path / "run", config=config)
+    cfg = load_config(config).replace(**{"train.genotype": str(tmp_path / "genotype.json")})
+    result = run_retrain(cfg, tmp_path / "run")
     assert result["test_acc"] > 0.6, result  # chance is 0.1
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
     assert saved["genotype"] == get_genotype("SNAS_mild").to_dict()

@@ -1,4 +1,5 @@
-"""``snas-ray`` command line: search | sweep | submit | bench | genotype | cost | collect | train.
+"""``snas-ray`` command line: search | sweep | evaluate | submit | bench | genotype | cost |
+collect | train.
 
 Only this package sets up logging handlers. Errors users can fix (config, data, checkpoint,
 genotype) print one line and exit with status 2, without a traceback. Modules: ``parser``
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from snas_ray.cli.evaluate import cmd_evaluate
 from snas_ray.cli.jobs import cmd_search, cmd_submit, cmd_sweep, cmd_train
 from snas_ray.cli.parser import build_parser
 from snas_ray.cli.reports import cmd_bench, cmd_collect, cmd_cost, cmd_genotype
@@ -19,6 +21,7 @@ __all__ = ["build_parser", "main"]
 _COMMANDS = {
     "search": cmd_search,
     "sweep": cmd_sweep,
+    "evaluate": cmd_evaluate,
     "submit": cmd_submit,
     "bench": cmd_bench,
     "genotype": cmd_genotype,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 __all__ = ["cmd_search", "cmd_submit", "cmd_sweep", "cmd_train"]
 
-_SUBMITTABLE = ("search", "sweep", "train", "collect")
+_SUBMITTABLE = ("search", "sweep", "evaluate", "train", "collect")
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -119,7 +119,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise SnasRayError(f"submit needs -- and one of: {', '.join(_SUBMITTABLE)} (got {job[:1]})")
     inner = build_parser().parse_args(job)  # flag typos fail here, not on the cluster
     out = getattr(inner, "out", None)
-    if inner.command in ("search", "sweep", "train") and (out is None or not out.is_absolute()):
+    if inner.command == "evaluate":  # reads SWEEP_DIR and (by default) writes inside it
+        paths = [p for p in (inner.sweep_dir, out) if p is not None]
+        out = next((p for p in paths if not p.is_absolute()), inner.sweep_dir)
+    if inner.command in ("search", "sweep", "train", "evaluate") and (
+        out is None or not out.is_absolute()
+    ):
         # The job runs in a temporary copy of the project, deleted when it ends.
         raise SnasRayError(
             f"submit {inner.command} needs an absolute --out on storage the cluster keeps "
@@ -150,5 +155,9 @@ def _check_config(inner: argparse.Namespace, working_dir: Path) -> None:
     config = inner.config if inner.config.is_absolute() else working_dir / inner.config
     if inner.command == "sweep":
         load_sweep(config, inner.overrides)
+    elif inner.command == "evaluate":
+        from snas_ray.evaluate_spec import load_evaluate
+
+        load_evaluate(config, inner.overrides)
     elif inner.command == "search":
         load_config(config, inner.overrides)

@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stochastic Neural Architecture Search, from laptop to cluster.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_search, _sweep, _submit, _bench, _genotype, _cost, _collect, _train):
+    for add in (_search, _sweep, _evaluate, _submit, _bench, _genotype, _cost, _collect, _train):
         add(sub)
     return parser
 
@@ -87,6 +87,33 @@ def _sweep(sub: argparse._SubParsersAction) -> None:
     )
     w.add_argument("--no-collect", action="store_true", help="skip the collector at the end")
     w.add_argument("--verbose", action="store_true", help="show every trial's own log lines")
+
+
+def _evaluate(sub: argparse._SubParsersAction) -> None:
+    e = sub.add_parser(
+        "evaluate",
+        help="retrain the front and cost-matched random genotypes over seeds (Ray Tune)",
+        description="Retrains the K best genotypes of a sweep's Pareto front and N random "
+        "genotypes matched to each in cost, S seeds each, as one Tune trial per retraining; "
+        "writes evaluation.json/.md/.png with a verdict on search against random.",
+    )
+    e.add_argument("sweep_dir", type=Path, help="sweep folder (or any folder of search runs)")
+    _add_config_args(e)  # --config: a retrain config plus evaluate: and tune: sections
+    e.add_argument("--top", type=int, help="front genotypes, most accurate first (0: all)")
+    e.add_argument("--random", type=int, help="cost-matched random genotypes per front genotype")
+    e.add_argument("--seeds", type=int, help="retrainings per genotype")
+    e.add_argument(
+        "--cost", choices=("params", "flops", "mac"), help="metric random genotypes match in"
+    )
+    e.add_argument("--out", type=Path, help="evaluation folder (default: SWEEP_DIR/evaluate)")
+    e.add_argument(
+        "--resume",
+        action="store_true",
+        help="require an interrupted evaluation in --out (re-running continues anyway)",
+    )
+    e.add_argument("--address", help=_ADDRESS_HELP)
+    e.add_argument("--storage", help="Ray Train storage for trials with workers_per_trial > 1")
+    e.add_argument("--verbose", action="store_true", help="show every trial's own log lines")
 
 
 def _submit(sub: argparse._SubParsersAction) -> None:
@@ -165,9 +192,12 @@ def _collect(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=0,
         metavar="K",
-        help="retrain the K most accurate front genotypes into RUN/retrain, then collect again",
+        help="shortcut for `evaluate SWEEP_DIR --top K --cost COST` (random baselines and "
+        "seeds from the config's evaluate: section), then collect again",
     )
-    k.add_argument("--retrain-config", type=Path, metavar="FILE", help="config for the retraining")
+    k.add_argument(
+        "--retrain-config", type=Path, metavar="FILE", help="evaluate config for --retrain"
+    )
 
 
 def _train(sub: argparse._SubParsersAction) -> None:

@@ -63,20 +63,28 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    """``snas-ray collect``: ranks a sweep folder's runs; ``--retrain K`` retrains the front."""
-    from snas_ray.results import Leaderboard, collect
+    """``snas-ray collect``: ranks a sweep folder's runs; ``--retrain K`` is a shortcut for
+    ``snas-ray evaluate SWEEP_DIR --top K`` (into SWEEP_DIR/evaluate), then collects again."""
+    from snas_ray.errors import SnasRayError
+    from snas_ray.results import collect
 
-    def run() -> Leaderboard:
+    def run() -> None:
         lb = collect(args.sweep_dir, metric=args.metric, cost=args.cost)
         report = lb.write(args.out or args.sweep_dir / "collect")
         print(lb.format_table(args.top))
         print(f"report: {report}")
-        return lb
 
-    lb = run()
+    if args.retrain < 0:
+        raise SnasRayError(f"--retrain must be >= 0, got {args.retrain}")
+    run()
     if args.retrain > 0:
-        lb.retrain(args.retrain, config=args.retrain_config)
-        run()  # fold the retrained accuracies in
+        from snas_ray.cli.evaluate import evaluate_front
+
+        keys = {"top": args.retrain, "metric": args.metric, "cost": args.cost}
+        overrides = [f"evaluate.{k}={v}" for k, v in keys.items()]
+        report = evaluate_front(args.sweep_dir, args.retrain_config, overrides)
+        print(f"evaluation: {report}")
+        run()  # fold the retrained accuracies in, as columns of their own
     return 0
 
 

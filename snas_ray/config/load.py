@@ -43,6 +43,8 @@ def load_config(
 ) -> ExperimentConfig:
     """Defaults, then the YAML file at ``path`` (if any), then ``overrides``; validated, frozen."""
     tree = read_yaml_mapping(path) if path is not None else {}
+    if "evaluate" in tree:
+        raise ConfigError("evaluate", "belongs to an evaluate config: run `snas-ray evaluate`")
     for section in ("sweep", "tune"):
         if section in tree:
             raise ConfigError(section, "belongs to a sweep config: run it with `snas-ray sweep`")

@@ -1,7 +1,8 @@
 """Reading run folders into a leaderboard, its Pareto front, report and plots; no torch import.
 
 ``collect(folder)`` gives a ranked :class:`Leaderboard`; ``Leaderboard.write()`` writes the
-report. Modules, lowest first: ``runs``, ``groups``, ``plots``, ``report``, ``leaderboard``.
+report. Modules, lowest first: ``retrained``, ``stats``, ``runs``, ``groups``, ``evaluation``,
+``evaluation_plot``, ``plots``, ``report``, ``evaluation_report``, ``leaderboard``.
 """
 
 from snas_ray.results.groups import Group
@@ -14,12 +15,13 @@ from snas_ray.results.report import (
     render_markdown,
     write_report,
 )
-from snas_ray.results.runs import COSTS, RETRAIN_RESULT, Row, Skipped, find_run_folders
+from snas_ray.results.retrained import GenotypeStats
+from snas_ray.results.runs import COSTS, Row, Skipped, find_run_folders
 
 __all__ = [
     "COSTS",
-    "RETRAIN_RESULT",
     "Board",
+    "GenotypeStats",
     "Group",
     "Leaderboard",
     "Row",

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from snas_ray.layout import RunPaths
-from snas_ray.results.plots import pyplot, save_figure
+from snas_ray.results.figures import pyplot, save_figure
 from snas_ray.results.runs import Row
 
 __all__ = ["child_cost_history", "plot_budget_convergence"]

@@ -1,8 +1,9 @@
 """Collect search runs into a leaderboard: rank by accuracy, mark the Pareto front on cost.
 
 Reads the run folders under a sweep folder (:mod:`.runs`), groups runs that differ only in seed
-(:mod:`.groups`), and writes the leaderboard, the front's genotypes, the plots and the report
-(:mod:`.report`).
+(:mod:`.groups`), folds in the retrained accuracy of any evaluation found there
+(:mod:`.evaluation`: its own columns, never ranked with the search accuracy), and writes the
+leaderboard, the front's genotypes, the plots and the report (:mod:`.report`).
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from snas_ray.errors import SnasRayError
-from snas_ray.genotype import save_genotype
 from snas_ray.layout import RunPaths
 from snas_ray.results import report
+from snas_ray.results.evaluation import find_evaluations, read_evaluation, summarize
 from snas_ray.results.groups import Group, group_runs
+from snas_ray.results.retrained import GenotypeStats
 from snas_ray.results.runs import (
     COLUMN_SETTINGS,
     COSTS,
-    RETRAIN_RESULT,
     Row,
     Skipped,
     find_run_folders,
@@ -60,13 +61,15 @@ class Leaderboard:
 
     Attributes:
         root: The collected folder.
-        metric: The result.json key ranked on (retrained ``test_acc`` outranks it).
+        metric: The result.json key ranked on (retrained accuracy never ranks).
         cost: The cost axis of the front: ``params``, ``flops`` or ``mac``.
         rows: Complete runs, ranked.
         skipped: Broken and unfinished run folders.
         groups: Settings shared by runs that differ only in seed, best mean first.
         swept: Config fields (dotted) whose values differ between the ranked runs.
-        warnings: Problems that did not stop a run from ranking (e.g. a bad retrain result).
+        warnings: Problems that did not stop a run from ranking (e.g. an unreadable evaluation).
+        baselines: Cost-matched random genotypes an evaluation retrained: listed and drawn
+            beside the front's retrained accuracy, never ranked and never on the front.
     """
 
     root: Path
@@ -77,6 +80,7 @@ class Leaderboard:
     groups: list[Group] = field(default_factory=list)
     swept: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    baselines: list[GenotypeStats] = field(default_factory=list)
 
     @property
     def front(self) -> list[Row]:
@@ -93,14 +97,14 @@ class Leaderboard:
             g = groups[r.group]
             rec: dict[str, Any] = {"run": r.run, "rank": r.rank, "pareto": r.pareto}
             rec["val_acc"] = r.result.get("val_acc")
-            rec |= {self.metric: r.search_acc, "test_acc": r.test_acc, "acc": r.acc}
-            rec |= {"acc_source": r.acc_source} | {k: r.result[k] for k in COSTS}
+            rec |= {self.metric: r.search_acc, "acc": r.acc} | {k: r.result[k] for k in COSTS}
             rec |= {key: r.setting(key) for key in ("estimator", "resource_lambda", "seed")}
             rec |= budget_fields(r.result)
             rec |= {k: r.settings.get(k) for k in self.swept if k not in COLUMN_SETTINGS}
             rec |= {"group": g.id, "group_size": len(g.runs), "group_mean": g.mean}
             rec |= {"group_std": g.std, "epochs_done": r.result["epochs_done"]}
             rec |= {"epochs": r.result["epochs"], "genotype": r.genotype_file}
+            rec |= retrained_fields(r.retrained)
             out.append(rec)
         return out
 
@@ -116,28 +120,43 @@ class Leaderboard:
         """
         return report.write_report(self, Path(out) if out else self.root / "collect")
 
-    def retrain(self, k: int, *, config: Path | None = None) -> list[Path]:
-        """Retrains the ``k`` most accurate front genotypes with ``snas_ray.retrain``.
 
-        Calls ``snas_ray.retrain.retrain_genotype(genotype_file, out, config=config)`` for each,
-        with ``out = <run>/retrain``, where it leaves ``result.json`` with ``test_acc``; collect
-        again to fold the results in.
-        """
-        # Imported here: retraining needs torch, which collecting and reporting never import.
-        from snas_ray.retrain import retrain_genotype
+def retrained_fields(stats: GenotypeStats | None) -> dict[str, Any]:
+    """The retrained columns of a leaderboard record: test accuracy mean, std and seeds, the
+    retrain network's cost and the evaluation's name for the genotype; Nones if not retrained."""
+    if stats is None:
+        keys = ("retrained_acc_mean", "retrained_acc_std", "retrained_seeds", "retrained_params")
+        return dict.fromkeys(keys) | {"retrained_as": None}
+    return {
+        "retrained_acc_mean": stats.mean,
+        "retrained_acc_std": stats.std,
+        "retrained_seeds": stats.n,
+        "retrained_params": stats.cost["params"],
+        "retrained_as": stats.name,
+    }
 
-        outs = []
-        for r in sorted(self.front, key=lambda r: r.rank)[:k]:
-            out = r.path / RETRAIN_RESULT.parent
-            genotype_file = r.path / "genotype.json"
-            if not genotype_file.is_file():
-                out.mkdir(parents=True, exist_ok=True)
-                genotype_file = out / "genotype.json"
-                save_genotype(r.genotype, genotype_file)
-            logger.info("retrain %s -> %s", r.run, out)
-            retrain_genotype(genotype_file, out, config=config)
-            outs.append(out)
-        return outs
+
+def _fold_evaluations(root: Path, rows: list[Row], warnings: list[str]) -> list[GenotypeStats]:
+    """Attach each evaluated front genotype's retrained accuracy to its search run; return the
+    evaluations' random baselines."""
+    by_path = {r.path.resolve(): r for r in rows}
+    baselines: list[GenotypeStats] = []
+    for folder in find_evaluations(root):
+        try:
+            evaluation = summarize(read_evaluation(folder))
+        except ValueError as exc:
+            warnings.append(f"evaluation skipped: {exc}")
+            continue
+        for stats in evaluation.genotypes:
+            if stats.source != "search":
+                baselines.append(stats)
+                continue
+            row = by_path.get((folder / (stats.search_run or "")).resolve())
+            if row is None or not stats.search_run:
+                warnings.append(f"{folder.name}: {stats.name}'s search run is not collected here")
+            else:
+                row.retrained = stats
+    return baselines
 
 
 def budget_fields(result: dict[str, Any]) -> dict[str, Any]:
@@ -190,7 +209,8 @@ def collect(path: Path | str, *, metric: str = "val_acc", cost: str = "params") 
     for r, flag in zip(rows, pareto_front([(r.acc, r.result[cost]) for r in rows]), strict=True):
         r.pareto = flag
     groups, swept = group_runs(rows, cost)
-    lb = Leaderboard(root, metric, cost, rows, skipped, groups, swept, warnings)
+    baselines = _fold_evaluations(root, rows, warnings)
+    lb = Leaderboard(root, metric, cost, rows, skipped, groups, swept, warnings, baselines)
     logger.info(
         "collect: %d runs ranked, %d on the front, %d skipped",
         len(rows),

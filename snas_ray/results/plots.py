@@ -6,47 +6,51 @@ out by hand, as no graphviz binary can be assumed. Every file is written atomica
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from snas_ray.genotype import Genotype
-from snas_ray.layout import atomic_write_bytes
+from snas_ray.results.evaluation_plot import draw_retrained
+from snas_ray.results.figures import pyplot, save_figure
+from snas_ray.results.retrained import GenotypeStats
 from snas_ray.results.runs import Row
 
-__all__ = ["draw_cell", "plot_pareto", "pyplot", "save_figure"]
-
-
-def pyplot() -> Any:
-    """matplotlib's pyplot on the Agg backend, imported on first use."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig: Any, path: Path) -> None:
-    """Write ``fig`` as a PNG at ``path`` atomically and release it."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=150, bbox_inches="tight")
-    pyplot().close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+__all__ = ["draw_cell", "plot_pareto"]
 
 
 _ESTIMATOR_COLOURS = {"reparametrization": "C0", "discrete": "C1", "policy_gradient": "C2"}
 
 
+def _figure(retrained: Sequence[GenotypeStats], cost: str) -> tuple[Any, Any]:
+    """The figure and the search-accuracy axes; retrained genotypes get axes of their own."""
+    plt = pyplot()
+    if not retrained:
+        return plt.subplots(figsize=(7.5, 4.8))
+    fig, (ax, right) = plt.subplots(1, 2, figsize=(14, 4.8), gridspec_kw={"width_ratios": [1.1, 1]})
+    draw_retrained(right, retrained, cost)
+    right.legend(fontsize=8, loc="best")
+    right.set_title("evaluation: retrained from scratch (separate axes)")
+    return fig, ax
+
+
 def plot_pareto(
-    rows: Sequence[Row], front: Sequence[Row], path: Path, *, cost: str, metric: str, name: str
+    rows: Sequence[Row],
+    front: Sequence[Row],
+    path: Path,
+    *,
+    cost: str,
+    metric: str,
+    name: str,
+    baselines: Sequence[GenotypeStats] = (),
 ) -> None:
     """Accuracy against ``cost``: one point per run, coloured by estimator, sized and labelled
-    by lambda; the ``front`` (cheapest first) ringed in black and joined by a step line;
-    retrained runs as stars. ``name`` (the collected folder) opens the title."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    by lambda; the ``front`` (cheapest first) ringed in black and joined by a step line.
+    ``name`` (the collected folder) opens the title. Runs an evaluation retrained, and its
+    random ``baselines``, get a second panel of their own: retrained test accuracy is never
+    drawn on the search-accuracy axes."""
+    retrained = [r.retrained for r in rows if r.retrained] + list(baselines)
+    fig, ax = _figure(retrained, cost)
     costs = [float(r.result[cost]) for r in rows]
     scale, unit = next(
         ((s, u) for s, u in ((1e9, "G"), (1e6, "M"), (1e3, "K")) if max(costs, default=0) >= s),
@@ -61,8 +65,8 @@ def plot_pareto(
         ax.scatter(
             value / scale,
             100 * r.acc,
-            s=size * (2 if r.acc_source == "retrain" else 1),
-            marker="*" if r.acc_source == "retrain" else "o",
+            s=size,
+            marker="o",
             color=colour,
             alpha=0.9 if r.pareto else 0.45,
             edgecolors="black" if r.pareto else "none",
@@ -85,15 +89,14 @@ def plot_pareto(
         if any(str(r.setting("estimator")) == est for r in rows):
             ax.scatter([], [], color=colour, label=est)
     ax.plot([], [], color="black", lw=1.2, marker="o", mfc="white", label="Pareto front")
-    retrained = any(r.acc_source == "retrain" for r in rows)
-    if retrained:
-        ax.scatter([], [], marker="*", color="0.4", s=80, label="retrained test_acc")
-    # Outside the axes, so the legend never hides a run.
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="estimator (size: λ)")
+    # Outside the axes, so the legend never hides a run (below them when a panel is beside).
+    beside = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)}
+    below = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.14), "ncol": 4}
+    ax.legend(fontsize=8, title="estimator (size: λ)", **(below if retrained else beside))
     if costs and min(costs) > 0 and max(costs) > 10 * min(costs):
         ax.set_xscale("log")
     ax.set_xlabel(f"{cost}" + (f" ({unit})" if unit else "") + " of the evaluation network")
-    ax.set_ylabel(f"{metric} (%)" + (", retrained test_acc where ★" if retrained else ""))
+    ax.set_ylabel(f"{metric} (%) of the search")
     ax.set_title(f"{name}: {len(rows)} runs, {len(front)} on the front")
     ax.grid(alpha=0.3)
     ax.margins(0.12)

@@ -16,6 +16,7 @@ from snas_ray.layout import atomic_write_json, atomic_write_text
 from snas_ray.results.convergence import plot_budget_convergence
 from snas_ray.results.groups import Group
 from snas_ray.results.plots import draw_cell, plot_pareto
+from snas_ray.results.retrained import GenotypeStats
 from snas_ray.results.runs import COLUMN_SETTINGS, COSTS, Row, Skipped
 
 __all__ = ["Board", "format_count", "format_table", "render_markdown", "write_report"]
@@ -32,6 +33,7 @@ class Board(Protocol):
     groups: list[Group]
     swept: list[str]
     warnings: list[str]
+    baselines: list[GenotypeStats]
 
     @property
     def front(self) -> list[Row]:
@@ -57,18 +59,29 @@ def _lam(value: Any) -> str:
     return "-" if value is None else f"{value:g}"
 
 
+def _retrained(rec: dict[str, Any]) -> str:
+    if rec.get("retrained_acc_mean") is None:
+        return "-"
+    std = rec["retrained_acc_std"]
+    spread = "" if std is None else f"±{100 * std:.2f}"
+    return f"{100 * rec['retrained_acc_mean']:.2f}{spread}% ({rec['retrained_seeds']})"
+
+
 def format_table(lb: Board, top: int = 10) -> str:
-    """The ``top`` ranks for the terminal; ``*`` marks the front, ``R`` a retrained accuracy."""
+    """The ``top`` ranks for the terminal; ``*`` marks the front. Retrained accuracy (an
+    evaluation's mean ± std over seeds) is a column of its own, never ranked."""
+    retrained = any(r.retrained for r in lb.rows)
+    extra = f" {'retrained test':>19}" if retrained else ""
     lines = [
         f"{'rank':>4} {'front':>5} {'accuracy':>9} {lb.cost:>7}  "
-        f"{'estimator':<17} {'lambda':>7} {'seed':>4}  run"
+        f"{'estimator':<17} {'lambda':>7} {'seed':>4}{extra}  run"
     ]
     for rec in lb.records()[:top]:
-        acc = _pct(rec["acc"]) + ("R" if rec["acc_source"] == "retrain" else "")
+        column = f" {_retrained(rec):>19}" if retrained else ""
         lines.append(
-            f"{rec['rank']:>4} {'*' if rec['pareto'] else '':>5} {acc:>9} "
+            f"{rec['rank']:>4} {'*' if rec['pareto'] else '':>5} {_pct(rec['acc']):>9} "
             f"{format_count(rec[lb.cost]):>7}  {str(rec['estimator']):<17} "
-            f"{_lam(rec['resource_lambda']):>7} {str(rec['seed']):>4}  {rec['run']}"
+            f"{_lam(rec['resource_lambda']):>7} {str(rec['seed']):>4}{column}  {rec['run']}"
         )
     budgeted = [rec for rec in lb.records()[:top] if rec["budget"]]
     if budgeted:
@@ -82,6 +95,11 @@ def format_table(lb: Board, top: int = 10) -> str:
         ]
     if len(lb.rows) > top:
         lines.append(f"... and {len(lb.rows) - top} more runs")
+    lines += [
+        f"random baseline {g.name} (matches {g.matched_to}): {g.format()}, "
+        f"{format_count(g.cost['params'])} params retrained"
+        for g in lb.baselines
+    ]
     lines += [f"skipped {s.run}: {s.kind}: {s.reason}" for s in lb.skipped]
     lines += [f"warning: {w}" for w in lb.warnings]
     return "\n".join(lines)
@@ -116,7 +134,15 @@ def write_report(lb: Board, out: Path) -> Path:
         for cell in ("normal", "reduce"):
             draw_cell(r.genotype, cell, out / "cells" / f"{r.slug}-{cell}.png", title=r.run)
     name = lb.root.name or str(lb.root)
-    plot_pareto(lb.rows, lb.front, out / "pareto.png", cost=lb.cost, metric=lb.metric, name=name)
+    plot_pareto(
+        lb.rows,
+        lb.front,
+        out / "pareto.png",
+        cost=lb.cost,
+        metric=lb.metric,
+        name=name,
+        baselines=lb.baselines,
+    )
     plot_budget_convergence(lb.rows, out / "budget.png")  # only when some run has a budget
     path = out / "report.md"
     atomic_write_text(path, render_markdown(lb))
@@ -132,7 +158,7 @@ def _md_table(head: list[str], rows: list[list[Any]]) -> str:
 
 
 def _md_row(r: Row, rec: dict[str, Any]) -> list[Any]:
-    acc = _pct(r.acc) + (" (retrained)" if r.acc_source == "retrain" else "")
+    acc = _pct(r.acc)
     costs = [format_count(rec[c]) for c in COSTS]
     lam = _lam(rec["resource_lambda"])
     return [rec["rank"], f"`{r.run}`", acc, *costs, rec["estimator"], lam, rec["seed"]]
@@ -183,13 +209,41 @@ def _md_groups(lb: Board) -> list[str]:
     return ["## Settings groups (mean ± std over seeds)", "", _md_table(head, rows), ""]
 
 
+def _md_retrained(lb: Board) -> list[str]:
+    evaluated = [r for r in lb.rows if r.retrained]
+    if not evaluated and not lb.baselines:
+        return []
+    rows = [
+        [f"`{r.run}`", r.retrained.name, "search", _pct(r.acc)]
+        + [r.retrained.format(), format_count(r.retrained.cost["params"])]
+        for r in evaluated
+        if r.retrained
+    ]
+    rows += [
+        [f"random, matches {g.matched_to}", g.name, "random", "-", g.format()]
+        + [format_count(g.cost["params"])]
+        for g in lb.baselines
+    ]
+    head = ["run", "evaluated as", "source", lb.metric, "retrained test acc", "retrain params"]
+    return [
+        "## Retrained (snas-ray evaluate)",
+        "",
+        "Test accuracy of each genotype retrained from scratch, mean ± std over seeds, beside "
+        "cost-matched random genotypes (never ranked, never on the front). Costs here are the "
+        "retrain network's; see the evaluation's `evaluation.md` for the verdicts.",
+        "",
+        _md_table(head, rows),
+        "",
+    ]
+
+
 def render_markdown(lb: Board) -> str:
     """``report.md``: summary, plot, front, leaderboard, seed groups, cells, skipped runs."""
     out = [
         f"# snas-ray collect: {lb.root.name or lb.root}",
         "",
-        f"{len(lb.rows)} runs ranked on **{lb.metric}** (a retrained `test_acc`, where present, "
-        f"replaces it), {len(lb.front)} on the Pareto front of accuracy against **{lb.cost}**, "
+        f"{len(lb.rows)} runs ranked on **{lb.metric}** (retrained accuracy never ranks), "
+        f"{len(lb.front)} on the Pareto front of accuracy against **{lb.cost}**, "
         f"{len(lb.skipped)} skipped. Folder: `{lb.root}`.",
         "",
         f"Swept settings: {', '.join(f'`{k}`' for k in lb.swept) or 'none'}. Costs are those of "
@@ -201,7 +255,7 @@ def render_markdown(lb: Board) -> str:
     ]
     if any(r.result.get("budget") for r in lb.rows):
         out += ["![child cost per epoch against each budget](budget.png)", ""]
-    out += _md_runs(lb) + _md_groups(lb) + ["## Cells on the front", ""]
+    out += _md_runs(lb) + _md_retrained(lb) + _md_groups(lb) + ["## Cells on the front", ""]
     for r in lb.front:
         out += [f"### `{r.run}` (rank {r.rank}, {_pct(r.acc)})", "", "```", r.genotype.format()]
         out += ["```", "", f"![normal](cells/{r.slug}-normal.png)"]

@@ -1,7 +1,7 @@
 """Finding run folders and reading one: a ranked :class:`Row`, or why it was :class:`Skipped`.
 
-A run folder is a ``RunPaths``; only ``result.json``, ``genotype.json``, ``config.yaml`` and a
-retrained ``retrain/result.json`` are read.
+A run folder is a ``RunPaths``; only ``result.json``, ``genotype.json`` and ``config.yaml`` are
+read. Evaluation folders (``snas-ray evaluate``) are not search runs and are never entered.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ import yaml
 from snas_ray.config import config_difference, flatten
 from snas_ray.errors import GenotypeError
 from snas_ray.genotype import Genotype, read_genotype
-from snas_ray.layout import RunPaths
+from snas_ray.layout import EVALUATE_SPEC, RunPaths
+from snas_ray.results.retrained import GenotypeStats
 
 __all__ = [
     "COLUMN_SETTINGS",
     "COSTS",
-    "RETRAIN_RESULT",
     "Row",
     "Skipped",
     "find_run_folders",
@@ -33,9 +33,6 @@ __all__ = [
 ]
 
 COSTS = ("params", "flops", "mac")
-# Where a later collect finds a retrained accuracy, relative to the run folder: a JSON object
-# whose "test_acc" (a fraction, like val_acc) replaces the search-time accuracy of that run.
-RETRAIN_RESULT = Path("retrain") / "result.json"
 # Config fields every row has a column for; swept fields among them are not repeated.
 COLUMN_SETTINGS = ("seed", "cost.resource_lambda", "cost.estimator")
 _RUN_FILES = ("result.json", "genotype.json", "config.yaml", "metrics.jsonl")
@@ -73,7 +70,8 @@ class Row:
         result: The run's ``result.json``.
         settings: Its flattened config (dotted keys), or what ``result.json`` says of it.
         search_acc: The ranking metric as the search measured it.
-        test_acc: Retrained test accuracy from ``retrain/result.json``, if present.
+        retrained: Its genotype's retrained test accuracy over seeds, from an evaluation
+            (``snas-ray evaluate``); its own column, never ranked with ``search_acc``.
         rank: 1 for the most accurate; runs of equal accuracy share a rank.
         pareto: Whether no other run is at least as accurate and as cheap.
         group: Id of the runs sharing all settings but the seed.
@@ -86,20 +84,15 @@ class Row:
     result: dict[str, Any]
     settings: dict[str, Any]
     search_acc: float
-    test_acc: float | None = None
+    retrained: GenotypeStats | None = None
     rank: int = 0
     pareto: bool = False
     group: int = 0
 
     @property
     def acc(self) -> float:
-        """The accuracy that ranks the run: retrained if present, else the search metric."""
-        return self.search_acc if self.test_acc is None else self.test_acc
-
-    @property
-    def acc_source(self) -> str:
-        """``"retrain"`` or ``"search"``: where :attr:`acc` comes from."""
-        return "search" if self.test_acc is None else "retrain"
+        """The accuracy that ranks the run: the search metric (retrained accuracy never ranks)."""
+        return self.search_acc
 
     def setting(self, key: str) -> Any:
         """A result.json field such as ``estimator``, else its config.yaml value, else None."""
@@ -118,7 +111,8 @@ def find_run_folders(root: Path | str, *, exclude: Sequence[Path] = ()) -> Itera
     A run folder holds at least one of result.json, genotype.json, config.yaml, metrics.jsonl;
     the walk does not enter it further (its ``retrain/``, ``checkpoints/``, ``tb/``). Ray Tune's
     trial bookkeeping folders (``params.json`` or ``progress.csv`` beside a result.json, but none
-    of our other files) are walked through, not taken as runs. Hidden folders are skipped.
+    of our other files) are walked through, not taken as runs. Hidden folders and evaluation
+    folders (``evaluate.yaml``: retrainings, not searches) are skipped.
     """
     skip = {Path(p).resolve() for p in exclude}
     for folder, dirs, files in os.walk(root):
@@ -127,6 +121,9 @@ def find_run_folders(root: Path | str, *, exclude: Sequence[Path] = ()) -> Itera
             d for d in dirs if not d.startswith(".") and (path / d).resolve() not in skip
         )
         names = set(files)
+        if EVALUATE_SPEC in names:
+            dirs[:] = []
+            continue
         ours = names & set(_RUN_FILES)
         tune_only = ours == {"result.json"} and names & {"params.json", "progress.csv"}
         if ours and not tune_only:
@@ -183,7 +180,6 @@ def _read_row(paths: RunPaths, run: str, metric: str, warnings: list[str]) -> Ro
         result=result,
         settings=_settings(paths, result),
         search_acc=acc,
-        test_acc=_test_acc(paths, warnings, run),
     )
 
 
@@ -229,17 +225,3 @@ def _genotype(paths: RunPaths, result: dict[str, Any]) -> Genotype:
     except GenotypeError as exc:
         raise _Broken(str(exc)) from None
     raise _Broken("no genotype.json and no genotype in result.json")
-
-
-def _test_acc(paths: RunPaths, warnings: list[str], run: str) -> float | None:
-    path = paths.root / RETRAIN_RESULT
-    if not path.is_file():
-        return None
-    try:
-        data = _read_json(path)
-        if not isinstance(data, dict) or "test_acc" not in data:
-            raise _Broken(f"{RETRAIN_RESULT.as_posix()}: no test_acc")
-        return _number(data["test_acc"], f"{RETRAIN_RESULT.as_posix()}: test_acc")
-    except _Broken as exc:
-        warnings.append(f"{run}: {exc}; ranked on its search accuracy")
-        return None

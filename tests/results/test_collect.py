@@ -16,7 +16,7 @@ from run_folders import make_run
 
 from snas_ray.cli import main
 from snas_ray.published import REGISTRY, load_genotype
-from snas_ray.results import RETRAIN_RESULT, collect, pareto_front
+from snas_ray.results import collect, pareto_front
 from snas_ray.results.convergence import child_cost_history
 
 
@@ -211,48 +211,38 @@ def test_write_outputs(tmp_path: Path) -> None:
     assert len(list((out / "cells").iterdir())) == 2
 
 
-def test_retrained_accuracy_outranks_search_accuracy(tmp_path: Path) -> None:
+def test_an_old_retrain_folder_no_longer_outranks_the_search(tmp_path: Path) -> None:
+    # Retrained and search accuracy are never ranked together (issue 14): a retrain/ folder
+    # inside a run is part of that run, and only an evaluation's columns show retrained numbers.
     make_run(tmp_path, "a", acc=0.90, params=200)
     b = make_run(tmp_path, "b", acc=0.80, params=300)
-    c = make_run(tmp_path, "c", acc=0.70, params=100)
     (b / "retrain").mkdir()
-    (b / RETRAIN_RESULT).write_text(json.dumps({"test_acc": 0.97}))
-    (c / "retrain").mkdir()
-    (c / RETRAIN_RESULT).write_text('{"top1": 0.5}')
+    (b / "retrain" / "result.json").write_text(json.dumps({"test_acc": 0.97}))
     lb = collect(tmp_path)
-    assert [(r.run, r.acc, r.acc_source) for r in lb.rows] == [
-        ("b", 0.97, "retrain"),
-        ("a", 0.90, "search"),
-        ("c", 0.70, "search"),
-    ]
-    assert lb.rows[0].search_acc == 0.80 and lb.records()[0]["test_acc"] == 0.97
-    assert lb.warnings == ["c: retrain/result.json: no test_acc; ranked on its search accuracy"]
+    assert [(r.run, r.acc) for r in lb.rows] == [("a", 0.90), ("b", 0.80)]
+    assert lb.records()[1]["retrained_acc_mean"] is None and not lb.warnings
 
 
-def test_retrain_hands_off_top_front_genotypes(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_retrain_is_a_shortcut_to_evaluate(tmp_path: Path, monkeypatch, capsys) -> None:
     make_run(tmp_path, "a", acc=0.90, params=200)
     make_run(tmp_path, "b", acc=0.80, params=100)
-    make_run(tmp_path, "off", acc=0.60, params=500, genotype="DARTS_V2")
     calls = []
 
-    def retrain_genotype(genotype_file: Path, out: Path, *, config: Path | None) -> dict:
-        calls.append((genotype_file.parent.name, out.relative_to(tmp_path).as_posix(), config))
-        out.mkdir(parents=True, exist_ok=True)
-        result = {"test_acc": 0.99 if genotype_file.parent.name == "b" else 0.95}
-        (out / "result.json").write_text(json.dumps(result))
-        return result
+    def run_evaluation(spec, sweep_dir, out=None, **kw):
+        calls.append((spec.options, spec.base.train.epochs, Path(sweep_dir), out))
+        return types.SimpleNamespace(lines=lambda: [], genotypes=[], notes=["a note"], cost="mac")
 
-    fake = types.ModuleType("snas_ray.retrain")
-    fake.retrain_genotype = retrain_genotype
-    monkeypatch.setitem(sys.modules, "snas_ray.retrain", fake)
-    assert main(["collect", str(tmp_path), "--retrain", "2", "--retrain-config", "x.yaml"]) == 0
-    assert calls == [("a", "a/retrain", Path("x.yaml")), ("b", "b/retrain", Path("x.yaml"))]
-    records = json.loads((tmp_path / "collect" / "leaderboard.json").read_text())
-    assert [(r["run"], r["acc_source"]) for r in records[:2]] == [
-        ("b", "retrain"),
-        ("a", "retrain"),
-    ]
-    assert "99.00%R" in capsys.readouterr().out
+    fake = types.ModuleType("snas_ray.distributed.evaluate")
+    fake.run_evaluation = run_evaluation
+    monkeypatch.setitem(sys.modules, "snas_ray.distributed.evaluate", fake)
+    config = tmp_path / "eval.yaml"
+    config.write_text(yaml.safe_dump({"train": {"epochs": 3}, "evaluate": {"random": 1}}))
+    argv = ["collect", str(tmp_path), "--retrain", "2", "--cost", "mac"]
+    assert main(argv + ["--retrain-config", str(config)]) == 0
+    [(options, epochs, sweep_dir, out)] = calls
+    assert (options.top, options.random, options.cost, options.metric) == (2, 1, "mac", "val_acc")
+    assert epochs == 3 and sweep_dir == tmp_path and out is None  # into SWEEP_DIR/evaluate
+    assert "note: a note" in capsys.readouterr().out
 
 
 def test_cli_collect(tmp_path: Path, capsys) -> None:
