@@ -34,6 +34,34 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_ray_train_args(p: argparse.ArgumentParser, job: str) -> None:
+    """The flags that run ``search`` or ``train`` on Ray Train workers (one set for both)."""
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help=f"Ray Train workers for the {job}, one per GPU (gloo on CPU); "
+        "0 = in-process, no Ray (default)",
+    )
+    p.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        help="GPUs per worker (default: 1 when the cluster has GPUs now and device is not cpu; "
+        "on an autoscaling cluster give 1 so it adds GPU nodes)",
+    )
+    p.add_argument("--address", help=_ADDRESS_HELP)
+    p.add_argument(
+        "--storage",
+        help="Ray Train storage path or URI for checkpoints (default: OUT/ray; "
+        "multi-node runs need shared storage); same --out and --storage resume",
+    )
+    p.add_argument(
+        "--max-failures",
+        type=int,
+        help="worker-group restarts from the last checkpoint (default 3; -1 = unlimited)",
+    )
+
+
 def _search(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("search", help="run (or resume) an SNAS architecture search")
     _add_config_args(s)
@@ -43,29 +71,7 @@ def _search(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="refuse to continue from a checkpoint already in --out",
     )
-    s.add_argument(
-        "--workers",
-        type=int,
-        default=0,
-        help="Ray Train workers, one per GPU (gloo on CPU); 0 = in-process, no Ray (default)",
-    )
-    s.add_argument(
-        "--gpus-per-worker",
-        type=float,
-        help="GPUs per worker (default: 1 when the cluster has GPUs and device is not cpu)",
-    )
-    s.add_argument("--address", help=_ADDRESS_HELP)
-    s.add_argument(
-        "--storage",
-        help="Ray Train storage path or URI for checkpoints (default: OUT/ray; "
-        "multi-node runs need shared storage); same --out and --storage resume",
-    )
-    s.add_argument(
-        "--max-failures",
-        type=int,
-        default=3,
-        help="worker-group restarts from the last checkpoint (default 3; -1 = unlimited)",
-    )
+    _add_ray_train_args(s, "search")
 
 
 def _sweep(sub: argparse._SubParsersAction) -> None:
@@ -174,13 +180,17 @@ def _train(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="retrain a genotype from scratch, or --test a checkpoint")
     _add_config_args(t)
     t.add_argument("--genotype", help="registry name (e.g. SNAS_mild) or genotype.json file")
-    t.add_argument("--out", type=Path, help="run folder (default: runs/train-<genotype>)")
-    t.add_argument("--test", action="store_true", help="evaluate --checkpoint on the test split")
-    t.add_argument("--checkpoint", type=Path, help="retraining checkpoint for --test")
-    t.add_argument("--device", help="device for --test (default: the saved config's)")
     t.add_argument(
-        "--workers",
-        type=int,
-        default=0,
-        help="Ray Train workers, as for search (gloo on CPU); 0 = in-process, no Ray (default)",
+        "--out",
+        type=Path,
+        help="run folder (default: runs/train-<name> for a registry genotype, "
+        "runs/train-<folder>-<file stem>-<hash> for a genotype file)",
     )
+    t.add_argument("--test", action="store_true", help="evaluate --checkpoint on the test split")
+    t.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="for --test: a retraining checkpoint, or its run folder (uses checkpoints/last.pt)",
+    )
+    t.add_argument("--device", help="device for --test (default: the saved config's)")
+    _add_ray_train_args(t, "retraining")

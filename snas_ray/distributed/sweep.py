@@ -30,8 +30,8 @@ import ray
 import yaml
 from ray import tune
 
-from snas_ray.config import config_difference
-from snas_ray.distributed.launch import connect
+from snas_ray.config import config_difference, resolve_paths
+from snas_ray.distributed.launch import absolute_storage, connect
 from snas_ray.distributed.sweep_trial import sweep_trial, trial_index
 from snas_ray.errors import SweepError
 from snas_ray.layout import atomic_write_json, atomic_write_text
@@ -151,12 +151,9 @@ def _prepare_folder(spec: SweepSpec, out: Path, resume: bool | None) -> bool:
 
 
 def _absolute_roots(spec: SweepSpec) -> SweepSpec:
-    # Trials run in Tune's trial folders, not in the caller's cwd.
-    root = spec.base.data.root
-    if Path(root).is_absolute():
-        return spec
-    base = spec.base.replace(**{"data.root": str(Path(root).resolve())})
-    return SweepSpec(base, spec.params, spec.options)
+    # Trials run in Tune's trial folders, not in the caller's cwd (config.paths); a swept path
+    # value is resolved by the trial against the driver's folder (sweep_trial's ``workdir``).
+    return SweepSpec(resolve_paths(spec.base), spec.params, spec.options)
 
 
 def _summarize(results: Any, spec: SweepSpec, out: Path) -> list[dict[str, Any]]:
@@ -181,7 +178,7 @@ def _summarize(results: Any, spec: SweepSpec, out: Path) -> list[dict[str, Any]]
                 "val_acc": summary.get("val_acc"),
                 "params": summary.get("params"),
                 "flops": summary.get("flops"),
-                "epochs_done": summary.get("epochs_done", metrics.get("epoch", -1) + 1),
+                "epochs_done": summary.get("epochs_done", metrics.get("epoch", 0)),  # 1-based
             }
         )
     rows.sort(key=lambda r: r["run_dir"] or "")
@@ -296,7 +293,13 @@ def run_sweep(
         )
         level = logging.INFO if verbose else logging.WARNING
         tuner = _tuner(
-            spec, out, restorable=restorable, limit=limit, storage=storage, log_level=level
+            spec,
+            out,
+            restorable=restorable,
+            limit=limit,
+            storage=absolute_storage(storage),
+            log_level=level,
+            workdir=os.getcwd(),
         )
         results = _fit_classic_output(tuner)
     finally:

@@ -67,7 +67,7 @@ def test_sweep_leaves_a_complete_sweep_folder(tmp_path):
     runs = sorted((out / "runs").iterdir())
     assert [r.name for r in runs] == ["000-lambda=0", "001-lambda=0.05"]
     for run, lam in zip(runs, (0.0, 0.05), strict=True):
-        assert _epochs(run) == [0, 1]
+        assert _epochs(run) == [1, 2]
         assert yaml.safe_load((run / "config.yaml").read_text())["cost"]["resource_lambda"] == lam
         result = json.loads((run / "result.json").read_text())
         assert result["resource_lambda"] == lam and result["epochs_done"] == 2
@@ -108,7 +108,7 @@ def test_nested_trainer_trials_report_to_tune(tmp_path, monkeypatch):
     assert [r["status"] for r in rows] == ["done", "done"]
     for row in rows:
         run = Path(row["run_dir"])
-        assert _epochs(run) == [0, 1]
+        assert _epochs(run) == [1, 2]
         assert list((run / "ray").iterdir())  # the Train run's own storage, per trial
         assert json.loads((run / "result.json").read_text())["estimator"] == run.name.split("=")[-1]
     # TuneReportCallback forwarded each epoch's rank-0 report, then the trial's final one.
@@ -167,7 +167,7 @@ def test_killed_sweep_driver_resumes_and_runs_every_trial_once(tmp_path):
     # so its finished epochs' lines (wall times included) are untouched, and none repeats.
     assert (first / "result.json").read_bytes() == finished_before
     assert (first / "result.json").stat().st_mtime_ns == finished_mtime
-    assert _epochs(first) == _epochs(second) == [0, 1, 2, 3]
+    assert _epochs(first) == _epochs(second) == [1, 2, 3, 4]
     resumed = (second / "metrics.jsonl").read_text().splitlines()
     checkpointed = len(killed_at)  # checkpoint_every 1: each logged epoch was saved first
     assert resumed[: checkpointed - 1] == lines_before[: checkpointed - 1]

@@ -144,7 +144,7 @@ def test_two_gloo_workers_search_survive_a_kill_and_a_relaunch(ray_cluster, tmp_
         assert not torch.equal(getattr(initial, name), params[name]), name
     # The restart resumed after epoch 0; no finished epoch was lost or repeated.
     assert (probes / "epochs").read_text().split() == ["0", "1", "1", "2"]
-    assert _epochs(out) == [0, 1]
+    assert _epochs(out) == [1, 2]
     before = (out / "metrics.jsonl").read_text().splitlines()
 
     # The same command again (through the CLI) continues from the last epoch.
@@ -154,7 +154,7 @@ def test_two_gloo_workers_search_survive_a_kill_and_a_relaunch(ray_cluster, tmp_
     assert main([*argv, "--max-failures", "0"]) == 0
     summary = json.loads((out / "result.json").read_text())
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["epochs_done"] == 3
-    assert _epochs(out) == [0, 1, 2]
+    assert _epochs(out) == [1, 2, 3]
     # Epochs 0 and 1 were not re-run: their records (wall times included) are unchanged.
     assert (out / "metrics.jsonl").read_text().splitlines()[:2] == before
 
@@ -233,7 +233,7 @@ def test_ray_continues_an_in_process_run_with_idle_normal_logits(
     )
     assert summary["epochs_done"] == 3
     assert (probes / "epochs").read_text().split() == ["1", "2"]  # continued from last.pt
-    assert _epochs(out) == [0, 1, 2]
+    assert _epochs(out) == [1, 2, 3]
     assert (out / "metrics.jsonl").read_text().startswith(before)
     params = _same_params_after_one_step(probes)
     initial = build_search(cfg, "cpu").net
