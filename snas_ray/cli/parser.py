@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-__all__ = ["build_parser"]
+__all__ = ["build_parser", "version_line"]
 
 _ADDRESS_HELP = "Ray cluster to join: auto or HOST:PORT (default: start a local one)"
 
@@ -16,10 +16,27 @@ def build_parser() -> argparse.ArgumentParser:
         prog="snas-ray",
         description="Stochastic Neural Architecture Search, from laptop to cluster.",
     )
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_search, _sweep, _submit, _bench, _genotype, _cost, _collect, _train):
         add(sub)
     return parser
+
+
+def version_line() -> str:
+    """``snas-ray 0.1.0 (torch 2.14.1, ray 2.60.0, python 3.11.9)``: installed versions, read
+    from package metadata, so ``--version`` imports neither torch nor Ray."""
+    import platform
+    from importlib import metadata
+
+    def installed(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    deps = f"torch {installed('torch')}, ray {installed('ray')}"
+    return f"snas-ray {installed('snas-ray')} ({deps}, python {platform.python_version()})"
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -139,7 +156,10 @@ def _genotype(sub: argparse._SubParsersAction) -> None:
 
 
 def _cost(sub: argparse._SubParsersAction) -> None:
-    c = sub.add_parser("cost", help="params, FLOPs and MAC of a genotype's evaluation network")
+    c = sub.add_parser(
+        "cost",
+        help="params, FLOPs (multiply-adds) and MAC (memory access) of a genotype's network",
+    )
     c.add_argument("genotype", help="registry name (e.g. SNAS_mild) or genotype JSON file")
     c.add_argument(
         "--dataset",
@@ -163,7 +183,8 @@ def _collect(sub: argparse._SubParsersAction) -> None:
         "--cost",
         choices=("params", "flops", "mac"),
         default="params",
-        help="cost axis of the Pareto front (default params)",
+        help="cost axis of the Pareto front: params, flops (multiply-adds) or mac (memory "
+        "access, not multiply-accumulates); default params",
     )
     k.add_argument("--top", type=int, default=10, help="rows printed (default 10)")
     k.add_argument(
