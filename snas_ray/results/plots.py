@@ -77,10 +77,11 @@ def plot_pareto(
     if front:
         xs = [r.result[cost] / scale for r in front]
         ax.step(xs, [100 * r.acc for r in front], where="post", color="black", lw=1.2, zorder=2)
+    drawn = {str(p[0].setting("estimator")) for p in points if _one_estimator(p)}
     for est, colour in colours.items():
-        if any(str(r.setting("estimator")) == est for r in rows):
+        if est in drawn:
             ax.scatter([], [], color=colour, label=est)
-    if any(len({str(x.setting("estimator")) for x in same}) > 1 for same in points):
+    if not all(_one_estimator(p) for p in points):
         ax.scatter([], [], color="0.35", label="×N: N runs, identical child")
     ax.plot([], [], color="black", lw=1.2, marker="o", mfc="white", label="Pareto front")
     retrained = any(r.acc_source == "retrain" for r in rows)
@@ -90,7 +91,7 @@ def plot_pareto(
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="estimator (size: λ)")
     if costs and min(costs) > 0 and max(costs) > 10 * min(costs):
         ax.set_xscale("log")
-    label = COST_LABELS.get(cost, cost) + (f", {unit}" if unit else "")
+    label = COST_LABELS.get(cost, cost) + (f" ({unit})" if unit else "")
     ax.set_xlabel(f"{label} of the evaluation network, one image")
     ax.set_ylabel(f"{metric} (%)" + (", retrained test_acc where ★" if retrained else ""))
     distinct = f" ({len(points)} distinct)" if len(points) < len(rows) else ""
@@ -100,13 +101,16 @@ def plot_pareto(
     _save(fig, path)
 
 
+def _one_estimator(same: list[Row]) -> bool:
+    return len({str(r.setting("estimator")) for r in same}) == 1
+
+
 def _point(ax: Any, same: list[Row], colours: dict, lams: list, *, x: float, n_points: int) -> None:
     # One marker for runs with an identical result; grey when their estimators differ.
     r = same[0]
-    estimators = {str(s.setting("estimator")) for s in same}
-    for est in sorted(estimators):
+    for est in sorted({str(s.setting("estimator")) for s in same}):
         colours.setdefault(est, f"C{len(colours)}")
-    colour = colours[str(r.setting("estimator"))] if len(estimators) == 1 else "0.35"
+    colour = colours[str(r.setting("estimator"))] if _one_estimator(same) else "0.35"
     lam = r.setting("resource_lambda") or 0.0
     size = 40 + 160 * lams.index(lam) / max(len(lams) - 1, 1)
     pareto = any(s.pareto for s in same)
