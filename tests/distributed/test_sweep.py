@@ -16,6 +16,7 @@ import ray
 import yaml
 from ray.tune.schedulers import ASHAScheduler
 from ray_procs import kill_session
+from tb_hparams import read_hparams
 
 from snas_ray.distributed.sweep import _prepare_folder, _scheduler, max_concurrent_trials, run_sweep
 from snas_ray.errors import SweepError
@@ -73,6 +74,13 @@ def test_sweep_leaves_a_complete_sweep_folder(tmp_path):
         assert result["resource_lambda"] == lam and result["epochs_done"] == 2
         assert (run / "genotype.json").is_file() and (run / "checkpoints" / "last.pt").is_file()
         assert list((run / "tb").glob("events.out.tfevents.*"))
+        # HParams in the run's own event files: its settings, the sweep's columns, the child's
+        # final accuracy and cost as the view's metrics.
+        hparams = read_hparams(run / "tb")
+        assert hparams["session"]["cost.resource_lambda"] == lam and hparams["ended"]
+        assert {"cost.resource_lambda", "cost.estimator", "seed"} <= set(hparams["columns"])
+        assert hparams["last"]["child/params"] == result["params"]
+        assert hparams["last"]["val/acc_child"] == pytest.approx(result["val_acc"])
     assert [r["status"] for r in rows] == ["done", "done"]
     assert json.loads((out / "sweep_results.json").read_text()) == rows
     assert (out / "sweep.yaml").is_file()
