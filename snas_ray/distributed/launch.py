@@ -24,7 +24,7 @@ import ray.train
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from snas_ray.config import ExperimentConfig, relative_paths, resolve_paths
+from snas_ray.config import ExperimentConfig, resolve_paths
 from snas_ray.distributed.failures import failure_line
 from snas_ray.distributed.worker import JOBS, train_fn_per_worker
 from snas_ray.engine.checkpoint import load_checkpoint
@@ -145,13 +145,11 @@ def fit(
 ) -> ray.train.Result:
     """Fit ``train_fn`` on ``options.workers`` Ray Train workers into ``paths``; the Train result.
 
-    ``cfg``'s path fields must be absolute already (``resolve_paths``); ``extra`` joins the
+    Relative path fields of ``cfg`` are resolved against this process's working directory
+    (callers in another folder, like a sweep trial, resolve them first); ``extra`` joins the
     ``train_loop_config`` and ``callbacks`` the ``RunConfig`` (a sweep trial's Tune reports).
     """
-    unresolved = relative_paths(cfg)
-    if unresolved:  # the caller resolves against its own working directory (config.paths)
-        key, value = next(iter(unresolved.items()))
-        raise SnasRayError(f"{key}={value!r} must be absolute before it reaches Ray's workers")
+    cfg = resolve_paths(cfg)  # Train runs its workers in the run's own folder (ray-notes §10)
     use_gpu = _use_gpu(cfg, options)
     resources = {"CPU": options.cpus_per_worker}
     if use_gpu:

@@ -110,11 +110,22 @@ def test_device_auto_on_a_cluster_without_gpus_says_it_trains_on_cpu(monkeypatch
     assert not caplog.records
 
 
-def test_fit_refuses_a_relative_path_and_launch_resolves_it(monkeypatch, tmp_path):
-    with pytest.raises(SnasRayError, match="data.root='data' must be absolute"):
-        fit(ExperimentConfig(), RunPaths(tmp_path), LaunchOptions())
+def test_fit_and_launch_resolve_relative_paths_against_the_working_directory(monkeypatch, tmp_path):
     seen = {}
     monkeypatch.chdir(tmp_path)
+
+    class Trainer:  # records the worker config instead of starting workers
+        def __init__(self, *args, train_loop_config, **kwargs):
+            seen["fit"] = train_loop_config["experiment"]
+
+        def fit(self):
+            raise SnasRayError("stop here")
+
+    monkeypatch.setattr(launch_module, "TorchTrainer", Trainer)
+    with pytest.raises(SnasRayError, match="stop here"):
+        fit(ExperimentConfig(device="cpu"), RunPaths(tmp_path), LaunchOptions())
+    assert seen["fit"]["data"]["root"] == str(tmp_path / "data")
+
     monkeypatch.setattr(launch_module, "connect", lambda address: False)
     monkeypatch.setattr(launch_module, "fit", lambda cfg, *a, **k: seen.setdefault("cfg", cfg))
     monkeypatch.setattr(launch_module, "fetch_result", lambda *a: {})

@@ -22,6 +22,7 @@ from conftest import tiny_cfg
 from resume_check import check_resume, records
 
 from snas_ray.cli import main
+from snas_ray.config import resolve_paths
 from snas_ray.distributed import LaunchOptions, bench_overhead, run_distributed_search, run_name
 from snas_ray.engine.checkpoint import load_checkpoint
 from snas_ray.errors import CheckpointError, DistributedRunError
@@ -163,12 +164,13 @@ def test_two_gloo_workers_search_survive_a_kill_and_a_relaunch(ray_cluster, tmp_
         assert (out / name).is_file(), name
     assert any((out / "tb").iterdir())
     assert summary["epochs_done"] == 3
-    assert yaml.safe_load((out / "config.yaml").read_text()) == cfg.to_dict()
+    # The config as the workers got it: paths made absolute (config.paths).
+    assert yaml.safe_load((out / "config.yaml").read_text()) == resolve_paths(cfg).to_dict()
 
     # In-process code derives the same genotype from Ray's final checkpoint, and last.pt
     # (what --workers 0 would resume from) holds the same state.
     checkpoints = sorted((out / "ray" / run_name(out)).glob("epoch=*/state.pt"))
-    assert checkpoints[-1].parent.name == "epoch=0002"
+    assert checkpoints[-1].parent.name == "epoch=0003"  # after the 3rd epoch (1-based)
     state = load_checkpoint(checkpoints[-1])
     assert state["epoch"] == 3 and len(state["rng_ranks"]) == 2
     loop = build_search(cfg, "cpu")
