@@ -170,7 +170,8 @@ class RetrainLoop(EpochLoop):
     def evaluate_epoch(self, epoch: int) -> dict[str, float]:
         test_loss, acc1, acc5 = self.evaluate()
         if acc1 > self.best.get("test_acc1", -1.0):
-            self.best = {"test_acc1": acc1, "test_acc5": acc5, "epoch": float(epoch)}
+            # best_epoch: 1-based, as the log and metrics.jsonl number epochs
+            self.best = {"test_acc1": acc1, "test_acc5": acc5, "best_epoch": float(epoch + 1)}
         return {
             "test/loss": test_loss,
             "test/acc1": acc1,
@@ -193,7 +194,7 @@ class RetrainLoop(EpochLoop):
 
     def progress(self, record: EpochRecord) -> dict[str, Any]:
         """The flat numbers a Ray or Tune report carries for this epoch."""
-        return {"epoch": record.epoch, "test_acc": record.metrics["test/acc1"]}
+        return {"epoch": record.epoch + 1, "test_acc": record.metrics["test/acc1"]}  # 1-based
 
     # ----------------------------------------------------------------- state and result
     def job_state(self) -> dict[str, Any]:
@@ -210,6 +211,8 @@ class RetrainLoop(EpochLoop):
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.best = dict(state.get("best", {}))
+        if "epoch" in self.best:  # saved before epochs were numbered from 1
+            self.best["best_epoch"] = self.best.pop("epoch") + 1
 
     def result(self) -> RetrainResult:
         m = self.last_metrics
@@ -236,7 +239,7 @@ class RetrainLoop(EpochLoop):
             "test_acc5": result.test_acc5,
             "best_test_acc": result.best.get("test_acc1", math.nan),
             "best_test_acc5": result.best.get("test_acc5", math.nan),
-            "best_epoch": int(result.best.get("epoch", -1)),
+            "best_epoch": int(result.best.get("best_epoch", 0)),  # 1-based; 0: none
             "params": cost.params,
             "params_aux": cost.params_aux,
             "flops": cost.flops,
@@ -377,7 +380,8 @@ def evaluate_checkpoint(
         "test_loss": loss,
         "test_acc": acc1,
         "test_acc5": acc5,
-        "epoch": int(state["epoch"]),
+        "epoch": int(state["epoch"]),  # epochs done = the 1-based number of the last one
+        "epochs": cfg.train.epochs,
         "images": len(splits.test),
         "genotype_source": cfg.train.genotype,
     }

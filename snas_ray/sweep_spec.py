@@ -260,7 +260,8 @@ def sweep_from_dict(tree: dict[str, Any], overrides: list[str] | None = None) ->
 
 
 def progress_metrics(cfg: ExperimentConfig, record: dict[str, Any], epoch: int) -> dict[str, Any]:
-    """The flat per-epoch numbers a sweep's progress table and schedulers read."""
+    """The flat per-epoch numbers a sweep's progress table and schedulers read; ``epoch`` is the
+    1-based number the log and ``metrics.jsonl`` use (epochs done after it)."""
     return {
         "epoch": epoch,
         "val_acc": record.get("val/acc_child", float("nan")),

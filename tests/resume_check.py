@@ -186,7 +186,7 @@ def check_resume(
         _run(job, cfg, split, probes["interrupted"], workers=workers, stop_at=stop_at)
     # Stopped with epoch stop_at - 1's checkpoint and records, and no outputs.
     assert load_checkpoint(split / "checkpoints" / "last.pt")["epoch"] == stop_at
-    assert [r["epoch"] for r in records(split)] == list(range(stop_at))
+    assert [r["epoch"] for r in records(split)] == list(range(1, stop_at + 1))  # 1-based
     assert not (split / "result.json").exists()
     before = (split / "metrics.jsonl").read_text().splitlines()
 
@@ -199,7 +199,7 @@ def check_resume(
         assert runs.epochs_started("interrupted", rank) == list(range(stop_at))
         assert runs.epochs_started("resumed", rank) == list(range(stop_at, epochs))
     assert (split / "metrics.jsonl").read_text().splitlines()[:stop_at] == before
-    assert [r["epoch"] for r in records(split)] == list(range(epochs))
+    assert [r["epoch"] for r in records(split)] == list(range(1, epochs + 1))
 
     # The same run: every epoch's metrics, the result, the final state.
     assert comparable(records(split)) == comparable(records(whole))

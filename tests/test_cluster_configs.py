@@ -5,6 +5,7 @@ Nothing here starts Ray or touches the network: the configs are read as YAML and
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import tomllib
@@ -16,6 +17,8 @@ import pytest
 import ray
 import yaml
 from ray.autoscaler._private.util import validate_config
+
+from snas_ray.distributed.sweep_plan import DRIVER_RESOURCE
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "cluster"
@@ -127,14 +130,44 @@ def test_launcher_gpu_workers_are_spot_and_head_is_not(name: str) -> None:
     assert any(_has_gpu(w) and _is_spot(w) for w in workers)
 
 
+def _kuberay_images() -> set[str]:
+    return {
+        c["image"] for s in _ray_cluster_specs() for p in _pod_specs(s) for c in p["containers"]
+    }
+
+
 @pytest.mark.parametrize("name", sorted(LAUNCHERS))
-def test_launcher_installs_the_pinned_versions(name: str) -> None:
+def test_launcher_runs_the_one_image_and_installs_nothing_in_it(name: str) -> None:
     config = _launcher(name)
+    docker = config["docker"]
+    # The Dockerfile's image, the one KubeRay runs; its tag names the pinned Ray.
+    assert {docker["image"]} == _kuberay_images()
+    assert f"ray{PINS['ray']}" in docker["image"].rsplit(":", 1)[1]
+    assert not {"head_image", "worker_image"} & set(docker)
     keys = ["setup_commands", "head_setup_commands", "worker_setup_commands"]
-    found = _PIN.findall("\n".join(cmd for key in keys for cmd in config.get(key, [])))
-    assert {pkg for pkg, _ in found} == set(PINS)
-    for pkg, version in found:
-        assert version == PINS[pkg], f"{name}: {pkg}=={version}, pyproject pins {PINS[pkg]}"
+    commands = "\n".join(cmd for key in keys for cmd in config.get(key, []))
+    assert not re.search(r"pip install|apt-get|add-apt-repository", commands), commands
+    assert "~/snas-ray" not in config["file_mounts"]  # the code comes with the image
+
+
+@pytest.mark.parametrize("name", sorted(LAUNCHERS))
+def test_launcher_mounts_the_shared_file_system_into_the_container(name: str) -> None:
+    config = _launcher(name)
+    host = "\n".join(config["initialization_commands"])  # on the host, before docker run
+    assert re.search(rf"mount -t nfs4? .* {SHARED}\)", host.replace("\n", " ")), host
+    assert f"--volume {SHARED}:{SHARED}" in config["docker"]["run_options"]
+
+
+@pytest.mark.parametrize("name", sorted(LAUNCHERS))
+def test_launcher_head_alone_offers_the_driver_resource(name: str) -> None:
+    config = _launcher(name)
+    types = config["available_node_types"]
+    for key, node_type in types.items():
+        offers = node_type["resources"].get(DRIVER_RESOURCE, 0)
+        if key == config["head_node_type"]:
+            assert offers >= 100, "nested trials' drivers belong on the on-demand head"
+        else:
+            assert offers == 0, key
 
 
 @pytest.mark.parametrize("name", sorted(LAUNCHERS))
@@ -190,7 +223,11 @@ def test_rayjob_cluster_matches_raycluster() -> None:
         pods = _pod_specs(spec)
         images = [c["image"] for pod in pods for c in pod["containers"]]
         mounts = [c.get("volumeMounts") for pod in pods for c in pod["containers"]]
-        return spec["rayVersion"], spec["authOptions"], images, [p["volumes"] for p in pods], mounts
+        scaling = spec["enableInTreeAutoscaling"], spec["autoscalerOptions"]
+        groups = [{k: v for k, v in g.items() if k != "template"} for g in spec["workerGroupSpecs"]]
+        head = spec["headGroupSpec"]["rayStartParams"]
+        version = spec["rayVersion"], spec["authOptions"]
+        return version, images, [p["volumes"] for p in pods], mounts, scaling, groups, head
 
     cluster, job = _ray_cluster_specs()
     assert substance(job) == substance(cluster)
@@ -216,3 +253,41 @@ def test_dockerfile_matches_the_pins() -> None:
     assert base.split(":", 1)[1].startswith(PINS["ray"] + "-")
     found = dict(_PIN.findall(text))
     assert found == {"torch": PINS["torch"], "torchvision": PINS["torchvision"]}
+
+
+def test_kuberay_autoscales_the_gpu_group() -> None:
+    for spec in _ray_cluster_specs():
+        assert spec["enableInTreeAutoscaling"] is True
+        options = spec["autoscalerOptions"]
+        assert options["upscalingMode"] in ("Default", "Aggressive", "Conservative")
+        assert options["idleTimeoutSeconds"] > 0
+        for group in spec["workerGroupSpecs"]:
+            assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+            assert group["maxReplicas"] > group["minReplicas"], "nothing for the autoscaler to do"
+
+
+def test_kuberay_head_alone_offers_the_driver_resource() -> None:
+    for spec in _ray_cluster_specs():
+        head = spec["headGroupSpec"]["rayStartParams"]
+        # KubeRay passes the value to `ray start --resources=...`: a JSON object in quotes.
+        resources = json.loads(json.loads(head["resources"]))
+        assert resources[DRIVER_RESOURCE] >= 100
+        for group in spec["workerGroupSpecs"]:
+            assert "resources" not in group["rayStartParams"]
+
+
+def test_rayjob_retries_and_resumes_from_the_shared_volume() -> None:
+    (job,) = [doc for doc in _kuberay_docs() if doc["kind"] == "RayJob"]
+    assert job["spec"]["backoffLimit"] >= 1
+    # Every retry reruns the entrypoint on a new cluster: it resumes only from an --out that
+    # outlives the cluster, on the shared volume.
+    args = shlex.split(job["spec"]["entrypoint"])
+    out = args[args.index("--out") + 1]
+    assert out.startswith(SHARED + "/")
+    assert "--no-resume" not in args
+
+
+def test_dockerfile_serves_the_launchers_autoscaler() -> None:
+    text = DOCKERFILE.read_text()
+    assert "boto3" in text and "google-api-python-client" in text
+    assert re.search(r"^WORKDIR\s+/home/ray/snas-ray", text, flags=re.MULTILINE)

@@ -79,18 +79,18 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pa
         return (torch.full_like(x, float("nan")) if self.epoch >= 1 else x), y
 
     monkeypatch.setattr(RetrainLoop, "to_device", poisoned)
-    with pytest.raises(NonFiniteError, match=r"^epoch 1 step 0: train/loss.* is not finite"):
+    with pytest.raises(NonFiniteError, match=r"^epoch 2 step 1: train/loss.* is not finite"):
         run_retrain(cfg, tmp_path / "run")
     # Epoch 0's checkpoint and record are kept; nothing of epoch 1 was saved.
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert state["epoch"] == 1 and state["global_step"] == 2
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
-    assert [r["epoch"] for r in _epochs(tmp_path / "run")] == [0]
+    assert [r["epoch"] for r in _epochs(tmp_path / "run")] == [1]
     assert not (tmp_path / "run" / "result.json").exists()
     # The kept checkpoint resumes: with clean data the run finishes from epoch 1.
     monkeypatch.setattr(RetrainLoop, "to_device", to_device)
     assert run_retrain(cfg, tmp_path / "run")["epochs_done"] == 2
-    assert [r["epoch"] for r in _epochs(tmp_path / "run")] == [0, 1]
+    assert [r["epoch"] for r in _epochs(tmp_path / "run")] == [1, 2]
 
 
 def _write_image_folder(root: Path, per_class: dict[str, int]) -> None:

@@ -109,7 +109,7 @@ def test_run_folder_is_complete(tmp_path):
         assert key in saved
     assert 0.0 <= saved["val_acc"] <= 1.0 and saved["params"] > 0
     lines = [json.loads(x) for x in (root / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in lines] == [0, 1]
+    assert [r["epoch"] for r in lines] == [1, 2]  # 1-based, as the log says
     for key in (
         "train/loss",
         "val/acc_child",

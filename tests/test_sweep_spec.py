@@ -152,7 +152,7 @@ def test_progress_metrics_are_flat_numbers_from_a_record():
 @pytest.mark.parametrize(
     ("job", "text"),
     [
-        (["--", "bench"], "one of: search, sweep, train, collect"),
+        (["--", "bench"], "one of: search, sweep, evaluate, train, collect"),
         (["--", "sweep", "--config", "experiments/digits-sweep.yaml"], "absolute --out"),
         (["--", "search", "--out", "runs/x"], "absolute --out"),
         (

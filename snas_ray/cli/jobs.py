@@ -7,11 +7,13 @@ submission, so that ``snas-ray search --help`` and in-process runs never load it
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
-__all__ = ["cmd_search", "cmd_submit", "cmd_sweep", "cmd_train"]
+__all__ = ["cmd_search", "cmd_submit", "cmd_sweep", "cmd_train", "default_train_out"]
 
 _SUBMITTABLE = ("search", "sweep", "evaluate", "train", "collect")
 
@@ -27,19 +29,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / (args.config.stem if args.config else "default")
     if args.no_resume and RunPaths(out).last_checkpoint.exists():
         raise SnasRayError(f"--out {out} already holds a checkpoint (drop --no-resume to resume)")
-    ray_flags = ("gpus_per_worker", "address", "storage")
-    if args.workers < 0 or (args.workers == 0 and any(getattr(args, f) for f in ray_flags)):
-        raise SnasRayError("--workers must be >= 1 with --gpus-per-worker/--address/--storage")
-    if args.workers >= 1:  # Ray is imported here only, so in-process runs never load it
-        from snas_ray.distributed import LaunchOptions, run_distributed_search
+    options = _launch_options(args)
+    if options is not None:  # Ray is imported here only, so in-process runs never load it
+        from snas_ray.distributed import run_distributed_search
 
-        options = LaunchOptions(
-            workers=args.workers,
-            gpus_per_worker=args.gpus_per_worker,
-            address=args.address,
-            storage=args.storage,
-            max_failures=args.max_failures,
-        )
         result = run_distributed_search(cfg, out, options)
     else:
         result = run_search(cfg, out, resume=not args.no_resume)
@@ -58,8 +51,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         if args.checkpoint is None or args.config or args.genotype:
             raise SnasRayError("--test takes --checkpoint PATH (and --set, --device), no more")
-        result = evaluate_checkpoint(args.checkpoint, args.overrides, args.device)
-        print(f"test top-1 {result['test_acc']:.4f} top-5 {result['test_acc5']:.4f}")
+        result = evaluate_checkpoint(_checkpoint_file(args.checkpoint), args.overrides, args.device)
+        print(
+            f"test top-1 {result['test_acc']:.4f} top-5 {result['test_acc5']:.4f} "
+            f"(model after epoch {result['epoch']} of {result['epochs']})"
+        )
         print(json.dumps(result))
         return 0
     if args.checkpoint or args.device:
@@ -70,13 +66,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.genotype:
         cfg = cfg.replace(**{"train.genotype": args.genotype})
     load_genotype(cfg.train.genotype)  # a bad name or file fails before torch and data load
-    if args.workers < 0:
-        raise SnasRayError(f"--workers must be >= 0, got {args.workers}")
-    out = args.out or Path("runs") / f"train-{Path(cfg.train.genotype).stem}"
-    if args.workers >= 1:  # Ray is imported here only
-        from snas_ray.distributed import LaunchOptions, run_distributed_retrain
+    out = args.out or default_train_out(cfg.train.genotype)
+    options = _launch_options(args)
+    if options is not None:  # Ray is imported here only
+        from snas_ray.distributed import run_distributed_retrain
 
-        result = run_distributed_retrain(cfg, out, LaunchOptions(workers=args.workers))
+        result = run_distributed_retrain(cfg, out, options)
     else:
         from snas_ray.retrain import run_retrain
 
@@ -84,6 +79,58 @@ def cmd_train(args: argparse.Namespace) -> int:
     keys = ("test_acc", "test_acc5", "best_test_acc", "params", "flops", "epochs_done")
     print(json.dumps({k: result[k] for k in keys} | {"out": str(out)}))
     return 0
+
+
+def default_train_out(genotype: str) -> Path:
+    """``train``'s default run folder: ``runs/train-NAME`` for a registry genotype; for a file,
+    its folder and stem plus a hash of its absolute path, so two files never share a folder
+    (``runs/digits-search/genotype.json`` -> ``runs/train-digits-search-genotype-1a2b3c``)."""
+    from snas_ray.config import is_genotype_file
+
+    if not is_genotype_file(genotype):
+        return Path("runs") / f"train-{genotype}"
+    path = Path(os.path.abspath(Path(genotype).expanduser()))
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:6]
+    name = "-".join(part for part in (path.parent.name, path.stem, digest) if part)
+    return Path("runs") / f"train-{name}"
+
+
+def _checkpoint_file(path: Path) -> Path:
+    # `train --test` takes the checkpoint or the run folder that holds it.
+    from snas_ray.errors import CheckpointError
+    from snas_ray.layout import RunPaths
+
+    if not path.is_dir():
+        return path
+    last = RunPaths(path).last_checkpoint
+    if not last.is_file():
+        raise CheckpointError(f"--checkpoint {path}: a folder without {last.relative_to(path)}")
+    return last
+
+
+def _launch_options(args: argparse.Namespace) -> Any:
+    """``LaunchOptions`` from the Ray Train flags ``search`` and ``train`` share; None for an
+    in-process run (``--workers 0``), which refuses the flags that only Ray reads."""
+    from snas_ray.errors import SnasRayError
+
+    ray_flags = ("gpus_per_worker", "address", "storage", "max_failures")
+    if args.workers < 0:
+        raise SnasRayError(f"--workers must be >= 0, got {args.workers}")
+    if args.workers == 0:
+        if any(getattr(args, f) is not None for f in ray_flags):
+            raise SnasRayError(
+                "--gpus-per-worker/--address/--storage/--max-failures need --workers >= 1"
+            )
+        return None
+    from snas_ray.distributed import LaunchOptions
+
+    return LaunchOptions(
+        workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker,
+        address=args.address,
+        storage=args.storage,
+        max_failures=3 if args.max_failures is None else args.max_failures,
+    )
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -112,26 +159,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     """``snas-ray submit``: checks a command line here, then sends it to a cluster as a job."""
     from snas_ray.cli.parser import build_parser
+    from snas_ray.cli.submitted import check_submission
     from snas_ray.errors import SnasRayError
 
     job = args.job[1:] if args.job[:1] == ["--"] else args.job
     if not job or job[0] not in _SUBMITTABLE:
         raise SnasRayError(f"submit needs -- and one of: {', '.join(_SUBMITTABLE)} (got {job[:1]})")
     inner = build_parser().parse_args(job)  # flag typos fail here, not on the cluster
-    out = getattr(inner, "out", None)
-    if inner.command == "evaluate":  # reads SWEEP_DIR and (by default) writes inside it
-        paths = [p for p in (inner.sweep_dir, out) if p is not None]
-        out = next((p for p in paths if not p.is_absolute()), inner.sweep_dir)
-    if inner.command in ("search", "sweep", "train", "evaluate") and (
-        out is None or not out.is_absolute()
-    ):
-        # The job runs in a temporary copy of the project, deleted when it ends.
-        raise SnasRayError(
-            f"submit {inner.command} needs an absolute --out on storage the cluster keeps "
-            "(e.g. --out /mnt/shared/sweeps/NAME)"
-        )
-    if getattr(inner, "config", None) is not None:  # config errors fail here too
-        _check_config(inner, args.working_dir)
+    check_submission(inner, args.working_dir)  # paths and config, by cli.submitted's rule
     address = args.address or os.environ.get("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:8265")
     from snas_ray.distributed.submit import submit
 
@@ -145,19 +180,3 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.no_wait:
         print(f"{job_id}\nfollow with: ray job logs -f --address {address} {job_id}")
     return 0
-
-
-def _check_config(inner: argparse.Namespace, working_dir: Path) -> None:
-    # Loads a submitted search's or sweep's config as the cluster will, relative to working_dir.
-    from snas_ray.config import load_config
-    from snas_ray.sweep_spec import load_sweep
-
-    config = inner.config if inner.config.is_absolute() else working_dir / inner.config
-    if inner.command == "sweep":
-        load_sweep(config, inner.overrides)
-    elif inner.command == "evaluate":
-        from snas_ray.evaluate_spec import load_evaluate
-
-        load_evaluate(config, inner.overrides)
-    elif inner.command == "search":
-        load_config(config, inner.overrides)

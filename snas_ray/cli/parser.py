@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-__all__ = ["build_parser"]
+__all__ = ["build_parser", "version_line"]
 
 _ADDRESS_HELP = "Ray cluster to join: auto or HOST:PORT (default: start a local one)"
 
@@ -16,10 +16,27 @@ def build_parser() -> argparse.ArgumentParser:
         prog="snas-ray",
         description="Stochastic Neural Architecture Search, from laptop to cluster.",
     )
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_search, _sweep, _evaluate, _submit, _bench, _genotype, _cost, _collect, _train):
         add(sub)
     return parser
+
+
+def version_line() -> str:
+    """``snas-ray 0.1.0 (torch 2.14.1, ray 2.60.0, python 3.11.9)``: installed versions, read
+    from package metadata, so ``--version`` imports neither torch nor Ray."""
+    import platform
+    from importlib import metadata
+
+    def installed(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    deps = f"torch {installed('torch')}, ray {installed('ray')}"
+    return f"snas-ray {installed('snas-ray')} ({deps}, python {platform.python_version()})"
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -34,6 +51,34 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_ray_train_args(p: argparse.ArgumentParser, job: str) -> None:
+    """The flags that run ``search`` or ``train`` on Ray Train workers (one set for both)."""
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help=f"Ray Train workers for the {job}, one per GPU (gloo on CPU); "
+        "0 = in-process, no Ray (default)",
+    )
+    p.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        help="GPUs per worker (default: 1 when the cluster has GPUs now and device is not cpu; "
+        "on an autoscaling cluster give 1 so it adds GPU nodes)",
+    )
+    p.add_argument("--address", help=_ADDRESS_HELP)
+    p.add_argument(
+        "--storage",
+        help="Ray Train storage path or URI for checkpoints (default: OUT/ray; "
+        "multi-node runs need shared storage); same --out and --storage resume",
+    )
+    p.add_argument(
+        "--max-failures",
+        type=int,
+        help="worker-group restarts from the last checkpoint (default 3; -1 = unlimited)",
+    )
+
+
 def _search(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("search", help="run (or resume) an SNAS architecture search")
     _add_config_args(s)
@@ -43,29 +88,7 @@ def _search(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="refuse to continue from a checkpoint already in --out",
     )
-    s.add_argument(
-        "--workers",
-        type=int,
-        default=0,
-        help="Ray Train workers, one per GPU (gloo on CPU); 0 = in-process, no Ray (default)",
-    )
-    s.add_argument(
-        "--gpus-per-worker",
-        type=float,
-        help="GPUs per worker (default: 1 when the cluster has GPUs and device is not cpu)",
-    )
-    s.add_argument("--address", help=_ADDRESS_HELP)
-    s.add_argument(
-        "--storage",
-        help="Ray Train storage path or URI for checkpoints (default: OUT/ray; "
-        "multi-node runs need shared storage); same --out and --storage resume",
-    )
-    s.add_argument(
-        "--max-failures",
-        type=int,
-        default=3,
-        help="worker-group restarts from the last checkpoint (default 3; -1 = unlimited)",
-    )
+    _add_ray_train_args(s, "search")
 
 
 def _sweep(sub: argparse._SubParsersAction) -> None:
@@ -160,7 +183,10 @@ def _genotype(sub: argparse._SubParsersAction) -> None:
 
 
 def _cost(sub: argparse._SubParsersAction) -> None:
-    c = sub.add_parser("cost", help="params, FLOPs and MAC of a genotype's evaluation network")
+    c = sub.add_parser(
+        "cost",
+        help="params, FLOPs (multiply-adds) and MAC (memory access) of a genotype's network",
+    )
     c.add_argument("genotype", help="registry name (e.g. SNAS_mild) or genotype JSON file")
     c.add_argument(
         "--dataset",
@@ -184,7 +210,8 @@ def _collect(sub: argparse._SubParsersAction) -> None:
         "--cost",
         choices=("params", "flops", "mac"),
         default="params",
-        help="cost axis of the Pareto front (default params)",
+        help="cost axis of the Pareto front: params, flops (multiply-adds) or mac (memory "
+        "access, not multiply-accumulates); default params",
     )
     k.add_argument("--top", type=int, default=10, help="rows printed (default 10)")
     k.add_argument(
@@ -204,13 +231,17 @@ def _train(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="retrain a genotype from scratch, or --test a checkpoint")
     _add_config_args(t)
     t.add_argument("--genotype", help="registry name (e.g. SNAS_mild) or genotype.json file")
-    t.add_argument("--out", type=Path, help="run folder (default: runs/train-<genotype>)")
-    t.add_argument("--test", action="store_true", help="evaluate --checkpoint on the test split")
-    t.add_argument("--checkpoint", type=Path, help="retraining checkpoint for --test")
-    t.add_argument("--device", help="device for --test (default: the saved config's)")
     t.add_argument(
-        "--workers",
-        type=int,
-        default=0,
-        help="Ray Train workers, as for search (gloo on CPU); 0 = in-process, no Ray (default)",
+        "--out",
+        type=Path,
+        help="run folder (default: runs/train-<name> for a registry genotype, "
+        "runs/train-<folder>-<file stem>-<hash> for a genotype file)",
     )
+    t.add_argument("--test", action="store_true", help="evaluate --checkpoint on the test split")
+    t.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="for --test: a retraining checkpoint, or its run folder (uses checkpoints/last.pt)",
+    )
+    t.add_argument("--device", help="device for --test (default: the saved config's)")
+    _add_ray_train_args(t, "retraining")

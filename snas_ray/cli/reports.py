@@ -23,7 +23,8 @@ def cmd_genotype(args: argparse.Namespace) -> int:
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
-    """``snas-ray cost``: params, FLOPs and MAC of a genotype's evaluation network."""
+    """``snas-ray cost``: params, FLOPs (multiply-adds) and MAC (memory access) of a genotype's
+    evaluation network."""
     from snas_ray.errors import SnasRayError
     from snas_ray.published import load_genotype
     from snas_ray.results import format_count
@@ -55,7 +56,8 @@ def cmd_cost(args: argparse.Namespace) -> int:
         rows.append(("params + aux", f"{cost.params_aux:,} ({format_count(cost.params_aux)})"))
     rows += [
         ("FLOPs", f"{cost.flops:,} ({format_count(cost.flops)} multiply-adds per image)"),
-        ("MAC", f"{cost.mac:,} ({format_count(cost.mac)} elements read + written per image)"),
+        # MAC as in the SNAS paper: memory access cost, not thop's multiply-accumulates.
+        ("MAC", f"{cost.mac:,} ({format_count(cost.mac)} memory access: elements read + written)"),
     ]
     for key, value in rows:
         print(f"{key:<13} {value}")

@@ -1,10 +1,12 @@
 """One typed experiment config: dataclass defaults -> YAML file -> ``--set key=value`` -> validate.
 
 ``sections`` holds the dataclasses, ``load`` builds one from a file and overrides, ``resume`` says
-which fields may differ between a run and its resumption, ``typed_yaml`` is the generic parser.
+which fields may differ between a run and its resumption, ``paths`` makes the path fields
+absolute, ``typed_yaml`` is the generic parser.
 """
 
 from snas_ray.config.load import apply_overrides, load_config, read_config_file
+from snas_ray.config.paths import PATH_FIELDS, is_genotype_file, relative_paths, resolve_paths
 from snas_ray.config.resume import RESUME_MAY_DIFFER, config_difference, flatten
 from snas_ray.config.sections import (
     BUDGET_METRICS,
@@ -29,6 +31,7 @@ __all__ = [
     "BUDGET_SEPARATION",
     "DATASETS",
     "ESTIMATORS",
+    "PATH_FIELDS",
     "RESUME_MAY_DIFFER",
     "SEPARATIONS",
     "CostConfig",
@@ -45,6 +48,9 @@ __all__ = [
     "config_difference",
     "dump_value",
     "flatten",
+    "is_genotype_file",
     "load_config",
     "read_config_file",
+    "relative_paths",
+    "resolve_paths",
 ]

@@ -10,7 +10,10 @@ __all__ = ["RESUME_MAY_DIFFER", "config_difference", "flatten"]
 # Fields that may change between an interrupted run and its resumption, for every job (search,
 # retraining, a sweep's trials) and for collect's grouping of runs: where files live, how much is
 # logged, the device and memory layout, evaluation batch sizes. Nothing here changes what is
-# learned. An entry ending in "." covers a whole section.
+# learned. An entry ending in "." covers a whole section. The path fields (config.paths) are
+# here because the driver makes them absolute: a run started with ``data.root: data`` resumes
+# with ``/home/me/proj/data``. A retraining's checkpoint holds its genotype itself and refuses
+# another one, so ``train.genotype`` (a name or a file) only says where it was read from.
 RESUME_MAY_DIFFER = (
     "device",
     "output.",
@@ -21,6 +24,7 @@ RESUME_MAY_DIFFER = (
     "train.eval_batch_size",
     "train.channels_last",
     "data.root",
+    "train.genotype",
     "data.num_workers",
     "data.download",
 )

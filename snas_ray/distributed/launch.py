@@ -9,6 +9,7 @@ for it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -23,7 +24,7 @@ import ray.train
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from snas_ray.config import ExperimentConfig
+from snas_ray.config import ExperimentConfig, resolve_paths
 from snas_ray.distributed.failures import failure_line
 from snas_ray.distributed.worker import JOBS, train_fn_per_worker
 from snas_ray.engine.checkpoint import load_checkpoint
@@ -33,6 +34,7 @@ from snas_ray.layout import RunPaths, atomic_write_text
 
 __all__ = [
     "LaunchOptions",
+    "absolute_storage",
     "connect",
     "fetch_result",
     "fit",
@@ -102,6 +104,14 @@ def connect(address: str | None = None, *, min_cpus: float = 0) -> bool:
     return True
 
 
+def absolute_storage(storage: str | None) -> str | None:
+    """``--storage`` as Train needs it: a local path made absolute (Train's workers do not run in
+    the driver's working directory); a URI (``s3://...``, ``gs://...``) as given."""
+    if storage is None or "://" in storage:
+        return storage
+    return os.path.normpath(Path(storage).expanduser().absolute())
+
+
 def _use_gpu(cfg: ExperimentConfig, options: LaunchOptions) -> bool:
     if options.gpus_per_worker is not None:
         if options.gpus_per_worker > 0 and cfg.device == "cpu":
@@ -112,6 +122,14 @@ def _use_gpu(cfg: ExperimentConfig, options: LaunchOptions) -> bool:
     has_gpus = ray.cluster_resources().get("GPU", 0) >= 1
     if cfg.device.startswith("cuda") and not has_gpus:
         raise SnasRayError(f"device={cfg.device} but the Ray cluster has no GPUs")
+    if not has_gpus and (options.address or "RAY_ADDRESS" in os.environ):
+        # Ray cannot say whether an autoscaler could add GPU nodes, so say what happens and
+        # how to ask for GPUs (a request it can see), instead of guessing.
+        logger.warning(
+            "device auto: the Ray cluster shows no GPU now, so the %d worker(s) train on CPU; "
+            "to train on GPUs pass --gpus-per-worker 1 (an autoscaler then adds GPU nodes)",
+            options.workers,
+        )
     return has_gpus
 
 
@@ -125,12 +143,14 @@ def fit(
     extra: dict[str, Any] | None = None,
     callbacks: list[Any] | None = None,
 ) -> ray.train.Result:
+    """Fit ``train_fn`` on ``options.workers`` Ray Train workers into ``paths``; the Train result.
+
+    Relative path fields of ``cfg`` are resolved against this process's working directory
+    (callers in another folder, like a sweep trial, resolve them first); ``extra`` joins the
+    ``train_loop_config`` and ``callbacks`` the ``RunConfig`` (a sweep trial's Tune reports).
+    """
+    cfg = resolve_paths(cfg)  # Train runs its workers in the run's own folder (ray-notes §10)
     use_gpu = _use_gpu(cfg, options)
-    if cfg.data.name == "cifar10" and not Path(cfg.data.root).is_absolute():
-        # Workers do not run in the driver's cwd; data.root may differ on resume.
-        tree = cfg.to_dict()
-        tree["data"]["root"] = str(Path(cfg.data.root).resolve())
-        cfg = ExperimentConfig.from_dict(tree)
     resources = {"CPU": options.cpus_per_worker}
     if use_gpu:
         resources["GPU"] = options.gpus_per_worker or 1
@@ -189,6 +209,8 @@ def launch(
     if job not in JOBS:
         raise SnasRayError(f"unknown job {job!r} (allowed: {', '.join(JOBS)})")
     options = options or LaunchOptions()
+    options = dataclasses.replace(options, storage=absolute_storage(options.storage))
+    cfg = resolve_paths(cfg)  # Train runs its workers in another working directory
     paths = RunPaths(Path(out).resolve()).make()
     if paths.last_checkpoint.is_file():  # fail here, not once per restart in every worker
         check_resumable(job, cfg.to_dict(), load_checkpoint(paths.last_checkpoint))

@@ -2,15 +2,16 @@
 
 The project folder travels as the job's ``working_dir`` (zipped through the cluster's object
 store, so it works without a package index); the command runs on the head node as
-``python -m snas_ray ...`` with that folder as its working directory. Token authentication is
-Ray's: set ``RAY_AUTH_MODE=token`` and keep the cluster's token in ``~/.ray/auth_token`` (or
-``RAY_AUTH_TOKEN``). ray-notes §4.
+``python -m snas_ray ...`` with that folder as its working directory. The cluster's token, if
+this machine has one (``~/.ray/auth_token``, ``RAY_AUTH_TOKEN``), goes in an ``Authorization``
+header through the SDK's public ``headers`` argument. ray-notes §4, §12.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shlex
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from ray.job_submission import JobStatus, JobSubmissionClient
 
 from snas_ray.errors import JobFailedError, SnasRayError
 
-__all__ = ["EXCLUDES", "JobFailedError", "submit"]
+__all__ = ["EXCLUDES", "JobFailedError", "auth_headers", "submit"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,16 +42,28 @@ EXCLUDES = [
 _POLL_S = 5.0
 
 
-def _use_token_if_present() -> None:
-    # As `ray job submit` does: with RAY_AUTH_MODE unset, a token on this machine switches
-    # token auth on (the SDK alone sends no token, and the cluster answers 401).
-    try:
-        from ray._private.authentication.authentication_token_setup import (
-            maybe_enable_token_auth_if_token_available,
+def auth_headers() -> dict[str, str]:
+    """The ``Authorization`` header for the cluster's token, as ``ray job submit`` would send it.
+
+    Ray's token sources, first found wins: ``RAY_AUTH_TOKEN``, the file ``RAY_AUTH_TOKEN_PATH``,
+    ``~/.ray/auth_token``. With ``RAY_AUTH_MODE`` unset a token that exists is sent (the SDK alone
+    sends none and a token cluster answers 401); ``RAY_AUTH_MODE=disabled`` sends none.
+    """
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        return {}
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    if not token:
+        path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+        try:
+            token = path.expanduser().read_text().strip()
+        except OSError:
+            token = ""
+    if not token and os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+        raise SnasRayError(
+            "RAY_AUTH_MODE=token but no token found (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or "
+            "~/.ray/auth_token): copy the cluster's token here"
         )
-    except ImportError:  # pragma: no cover - moved in another Ray version
-        return
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 async def _follow(client: JobSubmissionClient, job_id: str, on_log: Callable[[str], None]) -> None:
@@ -71,9 +84,8 @@ def submit(
     ``on_log`` receives the job's log as it grows. Returns the job id; raises
     :class:`JobFailedError` when a waited-for job does not succeed.
     """
-    _use_token_if_present()
     try:
-        client = JobSubmissionClient(address)
+        client = JobSubmissionClient(address, headers=auth_headers())
     except (ConnectionError, RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SnasRayError(f"cannot reach the Ray dashboard at {address} ({first})") from None

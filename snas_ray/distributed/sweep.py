@@ -30,8 +30,14 @@ import ray
 import yaml
 from ray import tune
 
-from snas_ray.config import config_difference
-from snas_ray.distributed.launch import connect
+from snas_ray.config import config_difference, resolve_paths
+from snas_ray.distributed.launch import absolute_storage, connect
+from snas_ray.distributed.sweep_plan import (
+    DRIVER_CPU,
+    concurrency_line,
+    driver_resources,
+    repeats_warning,
+)
 from snas_ray.distributed.sweep_trial import sweep_trial, trial_index
 from snas_ray.errors import SweepError
 from snas_ray.layout import atomic_write_json, atomic_write_text
@@ -44,7 +50,6 @@ logger = logging.getLogger(__name__)
 SPEC_FILE = "sweep.yaml"
 RESULTS_FILE = "sweep_results.json"
 TUNE_DIR = "tune"
-_DRIVER_CPU = 0.01  # a nested trial only drives its TorchTrainer; Tune rejects zero resources
 
 
 def _param_space(spec: SweepSpec) -> dict[str, Any]:
@@ -62,10 +67,7 @@ def _param_space(spec: SweepSpec) -> dict[str, Any]:
 
 
 def _trial_resources(spec: SweepSpec) -> dict[str, float]:
-    opts = spec.options
-    if opts.workers_per_trial == 1:
-        return {"cpu": opts.cpus_per_worker, "gpu": opts.gpus_per_worker}
-    return {"cpu": _DRIVER_CPU}
+    return driver_resources(spec, ray.cluster_resources())  # after connect()
 
 
 def max_concurrent_trials(spec: SweepSpec, cluster: dict[str, float]) -> int:
@@ -88,7 +90,7 @@ def max_concurrent_trials(spec: SweepSpec, cluster: dict[str, float]) -> int:
             )
         return spec.num_trials
     need = {
-        "CPU": opts.workers_per_trial * opts.cpus_per_worker + _DRIVER_CPU,
+        "CPU": opts.workers_per_trial * opts.cpus_per_worker + DRIVER_CPU,
         "GPU": opts.workers_per_trial * opts.gpus_per_worker,
     }
     fits = [math.floor(cluster.get(k, 0.0) / v + 1e-9) for k, v in need.items() if v > 0]
@@ -151,12 +153,9 @@ def _prepare_folder(spec: SweepSpec, out: Path, resume: bool | None) -> bool:
 
 
 def _absolute_roots(spec: SweepSpec) -> SweepSpec:
-    # Trials run in Tune's trial folders, not in the caller's cwd.
-    root = spec.base.data.root
-    if Path(root).is_absolute():
-        return spec
-    base = spec.base.replace(**{"data.root": str(Path(root).resolve())})
-    return SweepSpec(base, spec.params, spec.options)
+    # Trials run in Tune's trial folders, not in the caller's cwd (config.paths); a swept path
+    # value is resolved by the trial against the driver's folder (sweep_trial's ``workdir``).
+    return SweepSpec(resolve_paths(spec.base), spec.params, spec.options)
 
 
 def _summarize(results: Any, spec: SweepSpec, out: Path) -> list[dict[str, Any]]:
@@ -181,7 +180,7 @@ def _summarize(results: Any, spec: SweepSpec, out: Path) -> list[dict[str, Any]]
                 "val_acc": summary.get("val_acc"),
                 "params": summary.get("params"),
                 "flops": summary.get("flops"),
-                "epochs_done": summary.get("epochs_done", metrics.get("epoch", -1) + 1),
+                "epochs_done": summary.get("epochs_done", metrics.get("epoch", 0)),  # 1-based
             }
         )
     rows.sort(key=lambda r: r["run_dir"] or "")
@@ -285,18 +284,27 @@ def run_sweep(
     nested = opts.workers_per_trial > 1
     started = connect(address, min_cpus=opts.workers_per_trial * opts.cpus_per_worker + nested)
     try:
-        limit = max_concurrent_trials(spec, ray.cluster_resources())
+        cluster = ray.cluster_resources()
+        limit = max_concurrent_trials(spec, cluster)
         logger.info(
-            "sweep: %d trial(s), at most %d at a time, %d worker(s) each; "
-            "follow with `tensorboard --logdir %s`",
+            "sweep: %d trial(s), %d worker(s) each; %s; follow with `tensorboard --logdir %s`",
             spec.num_trials,
-            limit,
             opts.workers_per_trial,
+            concurrency_line(spec, cluster, limit),
             out / "runs",
         )
+        repeats = repeats_warning(spec)
+        if repeats:
+            logger.warning("%s", repeats)
         level = logging.INFO if verbose else logging.WARNING
         tuner = _tuner(
-            spec, out, restorable=restorable, limit=limit, storage=storage, log_level=level
+            spec,
+            out,
+            restorable=restorable,
+            limit=limit,
+            storage=absolute_storage(storage),
+            log_level=level,
+            workdir=os.getcwd(),
         )
         results = _fit_classic_output(tuner)
     finally:

@@ -18,7 +18,7 @@ import yaml
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from snas_ray.config import ExperimentConfig, config_difference
+from snas_ray.config import ExperimentConfig, config_difference, flatten, resolve_paths
 from snas_ray.distributed.launch import LaunchOptions, fetch_result, fit, run_name
 from snas_ray.distributed.worker import worker_logging
 from snas_ray.engine.loop import EpochLoop, EpochRecord, HookBase
@@ -27,13 +27,19 @@ from snas_ray.layout import RunPaths
 from snas_ray.search import run_search
 from snas_ray.sweep_spec import SweepSpec, progress_metrics, sweep_from_dict, trial_dirname
 
-__all__ = ["TuneReportHook", "sweep_trial", "trial_index"]
+__all__ = [
+    "HPARAM_METRICS",
+    "TuneReportHook",
+    "sweep_trial",
+    "trial_index",
+    "write_hparams_experiment",
+]
 
 
 def _final_metrics(cfg: ExperimentConfig, summary: dict[str, Any]) -> dict[str, Any]:
     final = summary.get("final_metrics", {})
     child = summary.get("budget_cost", summary)  # the size the epochs' child cost is measured at
-    return progress_metrics(cfg, final, summary["epochs_done"] - 1) | {
+    return progress_metrics(cfg, final, summary["epochs_done"]) | {
         "child_params": child["params"],
         "child_flops": child["flops"],
         "child_mac": child["mac"],
@@ -53,6 +59,35 @@ def _finished(paths: RunPaths, cfg: ExperimentConfig) -> dict[str, Any] | None:
     if not isinstance(saved, dict) or config_difference(cfg.to_dict(), saved) is not None:
         return None
     return summary if summary.get("epochs_done") == cfg.search.epochs else None
+
+
+# The HParams view's metric columns: the last value of each scalar a search run writes.
+HPARAM_METRICS = {
+    "val/acc_child": "child val acc",
+    "val/acc_relaxed": "relaxed val acc",
+    "child/params": "child params",
+    "child/flops": "child FLOPs (multiply-adds)",
+    "child/mac": "child MAC (memory access, elements)",
+}
+_SHOWN = ("cost.resource_lambda", "cost.estimator", "seed")  # columns even when not swept
+
+
+def write_hparams_experiment(spec: SweepSpec, paths: RunPaths) -> None:
+    """The sweep's HParams columns (swept keys and lambda, estimator, seed; the child's accuracy
+    and cost) into the run's TensorBoard folder. Every trial writes the same one, so the view
+    of ``OUT/runs`` shows the sweep whichever run TensorBoard reads it from."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from snas_ray.engine.sinks import hparams_experiment
+
+    settings = {key: [value] for key, value in flatten(spec.base.to_dict()).items()}
+    settings = {key: settings[key] for key in _SHOWN}
+    settings |= {p.key: list(p.values) for p in spec.params}
+    writer = SummaryWriter(log_dir=str(paths.tensorboard))
+    try:
+        writer.file_writer.add_summary(hparams_experiment(settings, HPARAM_METRICS))
+    finally:
+        writer.close()
 
 
 class TuneReportHook(HookBase):
@@ -99,15 +134,21 @@ def sweep_trial(
     out: str,
     storage: str | None,
     log_level: int,
+    workdir: str,
 ) -> None:
-    """The Tune trainable: one search of the sweep, into ``OUT/runs/<settings>``."""
+    """The Tune trainable: one search of the sweep, into ``OUT/runs/<settings>``.
+
+    ``workdir`` is the driver's working directory: Tune runs the trial in its own folder, so a
+    swept relative path (a ``data.root`` grid) is resolved against the driver's."""
     spec = sweep_from_dict(spec_tree)
     worker_logging(0, log_level)  # a handler in this process; WARNING unless --verbose
     assignment = {p.key: config[p.key] for p in spec.params}
-    cfg = spec.trial_config(assignment)
+    cfg = resolve_paths(spec.trial_config(assignment), workdir)
     index = trial_index(tune.get_context().get_trial_id())
     paths = RunPaths(Path(out) / "runs" / trial_dirname(index, assignment)).make()
     summary = _finished(paths, cfg)
+    if summary is None and cfg.output.tensorboard:
+        write_hparams_experiment(spec, paths)
     if summary is None:
         threads = max(1, int(spec.options.cpus_per_worker))
         if spec.options.workers_per_trial == 1:

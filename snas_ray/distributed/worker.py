@@ -145,7 +145,7 @@ class ReportHook(HookBase):
         start = time.perf_counter()
         metrics: dict[str, Any] = dict(record.metrics)
         metrics.update(loop.progress(record), step=loop.global_step)
-        name = f"epoch={record.epoch:04d}"
+        name = f"epoch={loop.epoch:04d}"  # 1-based: the epochs done, as metrics.jsonl numbers it
         if not self.checkpoint.due(loop):
             ray.train.report(metrics)
         else:

@@ -260,8 +260,9 @@ class EpochLoop:
         if bad is not None:
             index, keys = bad
             raise NonFiniteError(
-                f"epoch {epoch} step {index}: {', '.join(keys) or 'a metric'} is not finite; "
-                "stopped (the last checkpoint is kept: lower the learning rates or check the data)"
+                f"epoch {epoch + 1} step {index + 1}: {', '.join(keys) or 'a metric'} is not "
+                "finite; stopped (the last checkpoint is kept: lower the learning rates or check "
+                "the data)"
             )
 
     # ------------------------------------------------------------------ state

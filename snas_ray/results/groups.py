@@ -44,6 +44,9 @@ def group_runs(rows: list[Row], cost: str) -> tuple[list[Group], list[str]]:
     by_key: dict[str, list[Row]] = {}
     for r in rows:
         key = json.dumps({k: r.settings[k] for k in common if k != "seed"}, sort_keys=True)
+        # A retraining's genotype is one of its settings (train.genotype, its file, may move).
+        retrained = r.result.get("genotype") if "genotype_source" in r.result else None
+        key += json.dumps(retrained, sort_keys=True)
         by_key.setdefault(key, []).append(r)
     groups = []
     for members in (sorted(m, key=lambda r: r.run) for m in by_key.values()):

@@ -103,7 +103,7 @@ class Leaderboard:
             rec |= {k: r.settings.get(k) for k in self.swept if k not in COLUMN_SETTINGS}
             rec |= {"group": g.id, "group_size": len(g.runs), "group_mean": g.mean}
             rec |= {"group_std": g.std, "epochs_done": r.result["epochs_done"]}
-            rec |= {"epochs": r.result["epochs"], "genotype": r.genotype_file}
+            rec |= {"epochs": r.result.get("epochs"), "genotype": r.genotype_file}  # None: unknown
             rec |= retrained_fields(r.retrained)
             out.append(rec)
         return out

@@ -16,10 +16,28 @@ from snas_ray.results.figures import pyplot, save_figure
 from snas_ray.results.retrained import GenotypeStats
 from snas_ray.results.runs import Row
 
-__all__ = ["draw_cell", "plot_pareto"]
+__all__ = ["COST_LABELS", "draw_cell", "identical_points", "plot_pareto"]
 
 
 _ESTIMATOR_COLOURS = {"reparametrization": "C0", "discrete": "C1", "policy_gradient": "C2"}
+
+
+# Axis titles: "MAC" is memory access (the SNAS paper's cost), not multiply-accumulates.
+COST_LABELS = {
+    "params": "parameters",
+    "flops": "FLOPs (multiply-adds)",
+    "mac": "MAC: memory access (elements read + written)",
+}
+
+
+def identical_points(rows: Sequence[Row], cost: str) -> list[list[Row]]:
+    """Runs with the same accuracy, cost and genotype (a lambda-0 sweep's estimators search the
+    same thing), each set drawn as one point with a count; sets in first-seen order."""
+    sets: dict[str, list[Row]] = {}
+    for r in rows:
+        key = repr((r.acc, float(r.result[cost]), r.genotype.to_dict()))
+        sets.setdefault(key, []).append(r)
+    return list(sets.values())
 
 
 def _figure(retrained: Sequence[GenotypeStats], cost: str) -> tuple[Any, Any]:
@@ -44,8 +62,9 @@ def plot_pareto(
     name: str,
     baselines: Sequence[GenotypeStats] = (),
 ) -> None:
-    """Accuracy against ``cost``: one point per run, coloured by estimator, sized and labelled
-    by lambda; the ``front`` (cheapest first) ringed in black and joined by a step line.
+    """Accuracy against ``cost``: one point per distinct result, coloured by estimator, sized
+    and labelled by lambda (``xN`` when N runs found the identical child, e.g. every estimator
+    at lambda 0); the ``front`` (cheapest first) ringed in black and joined by a step line.
     ``name`` (the collected folder) opens the title. Runs an evaluation retrained, and its
     random ``baselines``, get a second panel of their own: retrained test accuracy is never
     drawn on the search-accuracy axes."""
@@ -58,36 +77,18 @@ def plot_pareto(
     )
     lams = sorted({r.setting("resource_lambda") or 0.0 for r in rows})
     colours = dict(_ESTIMATOR_COLOURS)
-    for r, value in zip(rows, costs, strict=True):
-        colour = colours.setdefault(str(r.setting("estimator")), f"C{len(colours)}")
-        lam = r.setting("resource_lambda") or 0.0
-        size = 40 + 160 * lams.index(lam) / max(len(lams) - 1, 1)
-        ax.scatter(
-            value / scale,
-            100 * r.acc,
-            s=size,
-            marker="o",
-            color=colour,
-            alpha=0.9 if r.pareto else 0.45,
-            edgecolors="black" if r.pareto else "none",
-            linewidths=1.4,
-            zorder=3,
-        )
-        if r.pareto or len(rows) <= 15:
-            ax.annotate(
-                f"λ={lam:g}",
-                (value / scale, 100 * r.acc),
-                xytext=(6, 5),
-                textcoords="offset points",
-                fontsize=7,
-                color="0.25",
-            )
+    points = identical_points(rows, cost)
+    for same in points:
+        _point(ax, same, colours, lams, x=float(same[0].result[cost]) / scale, n_points=len(points))
     if front:
         xs = [r.result[cost] / scale for r in front]
         ax.step(xs, [100 * r.acc for r in front], where="post", color="black", lw=1.2, zorder=2)
+    drawn = {str(p[0].setting("estimator")) for p in points if _one_estimator(p)}
     for est, colour in colours.items():
-        if any(str(r.setting("estimator")) == est for r in rows):
+        if est in drawn:
             ax.scatter([], [], color=colour, label=est)
+    if not all(_one_estimator(p) for p in points):
+        ax.scatter([], [], color="0.35", label="×N: N runs, identical child")
     ax.plot([], [], color="black", lw=1.2, marker="o", mfc="white", label="Pareto front")
     # Outside the axes, so the legend never hides a run (below them when a panel is beside).
     beside = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)}
@@ -95,12 +96,50 @@ def plot_pareto(
     ax.legend(fontsize=8, title="estimator (size: λ)", **(below if retrained else beside))
     if costs and min(costs) > 0 and max(costs) > 10 * min(costs):
         ax.set_xscale("log")
-    ax.set_xlabel(f"{cost}" + (f" ({unit})" if unit else "") + " of the evaluation network")
+    label = COST_LABELS.get(cost, cost) + (f" ({unit})" if unit else "")
+    ax.set_xlabel(f"{label} of the evaluation network, one image")
     ax.set_ylabel(f"{metric} (%) of the search")
-    ax.set_title(f"{name}: {len(rows)} runs, {len(front)} on the front")
+    distinct = f" ({len(points)} distinct)" if len(points) < len(rows) else ""
+    ax.set_title(f"{name}: {len(rows)} runs{distinct}, {len(front)} on the front")
     ax.grid(alpha=0.3)
     ax.margins(0.12)
     save_figure(fig, path)
+
+
+def _one_estimator(same: list[Row]) -> bool:
+    return len({str(r.setting("estimator")) for r in same}) == 1
+
+
+def _point(ax: Any, same: list[Row], colours: dict, lams: list, *, x: float, n_points: int) -> None:
+    # One marker for runs with an identical result; grey when their estimators differ.
+    r = same[0]
+    for est in sorted({str(s.setting("estimator")) for s in same}):
+        colours.setdefault(est, f"C{len(colours)}")
+    colour = colours[str(r.setting("estimator"))] if _one_estimator(same) else "0.35"
+    lam = r.setting("resource_lambda") or 0.0
+    size = 40 + 160 * lams.index(lam) / max(len(lams) - 1, 1)
+    pareto = any(s.pareto for s in same)
+    ax.scatter(
+        x,
+        100 * r.acc,
+        s=size,
+        marker="o",
+        color=colour,
+        alpha=0.9 if pareto else 0.45,
+        edgecolors="black" if pareto else "none",
+        linewidths=1.4,
+        zorder=3,
+    )
+    if pareto or n_points <= 15 or len(same) > 1:  # label every point of a small plot
+        count = f" ×{len(same)}" if len(same) > 1 else ""
+        ax.annotate(
+            f"λ={lam:g}{count}",
+            (x, 100 * r.acc),
+            xytext=(6, 5),
+            textcoords="offset points",
+            fontsize=7,
+            color="0.25",
+        )
 
 
 # Node colours of the DARTS-style cell plots: inputs green, intermediate blue, output yellow.

@@ -36,7 +36,9 @@ COSTS = ("params", "flops", "mac")
 # Config fields every row has a column for; swept fields among them are not repeated.
 COLUMN_SETTINGS = ("seed", "cost.resource_lambda", "cost.estimator")
 _RUN_FILES = ("result.json", "genotype.json", "config.yaml", "metrics.jsonl")
-_REQUIRED = ("params", "flops", "mac", "epochs_done", "epochs")
+# The run-folder contract's result.json keys (with the ranking metric and the settings);
+# "epochs" (planned) is optional: without it a run ranks with its completeness unknown.
+_REQUIRED = ("params", "flops", "mac", "epochs_done")
 # result.json fields standing in for config.yaml when a run folder has none.
 _RESULT_SETTINGS = {
     "seed": "seed",
@@ -168,7 +170,9 @@ def _read_row(paths: RunPaths, run: str, metric: str, warnings: list[str]) -> Ro
     acc = _number(result.get(metric, nested.get(metric)), f"result.json: {metric}")
     for k in _REQUIRED:
         _number(result[k], f"result.json: {k}")
-    if result["epochs_done"] < result["epochs"]:
+    if "epochs" not in result:
+        warnings.append(f"{run}: result.json has no 'epochs': whether it finished is unknown")
+    elif result["epochs_done"] < _number(result["epochs"], "result.json: epochs"):
         raise _Unfinished(f"{result['epochs_done']:g} of {result['epochs']:g} epochs done")
     genotype = _genotype(paths, result)
     has_file = paths.genotype.is_file()

@@ -299,7 +299,7 @@ class SearchLoop(EpochLoop):
 
     def progress(self, record: EpochRecord) -> dict[str, Any]:
         """The flat numbers a Ray or Tune report carries for this epoch."""
-        return progress_metrics(self.cfg, record.metrics, record.epoch)
+        return progress_metrics(self.cfg, record.metrics, record.epoch + 1)  # 1-based, as logged
 
     # ----------------------------------------------------------------- state and result
     def job_state(self) -> dict[str, Any]:

@@ -69,7 +69,7 @@ def test_two_gloo_workers_retrain_resume_exactly_with_every_ranks_random_state(
     ranks = load_checkpoint(runs.split / "checkpoints" / "last.pt")["rng_ranks"]
     assert len(ranks) == 2 and not torch.equal(ranks[0]["cpu"], ranks[1]["cpu"])
     final = sorted((runs.split / "ray" / run_name(runs.split)).glob("epoch=*/state.pt"))
-    assert final[-1].parent.name == "epoch=0002"
+    assert final[-1].parent.name == "epoch=0003"  # after the 3rd epoch (1-based)
     assert all(
         torch.equal(a["cpu"], b["cpu"])
         for a, b in zip(ranks, load_checkpoint(final[-1])["rng_ranks"], strict=True)
@@ -81,6 +81,6 @@ def test_two_gloo_workers_retrain_resume_exactly_with_every_ranks_random_state(
     assert remote.keys() == local.keys()
     assert remote["epochs_done"] == 3 and 0 <= remote["test_acc"] <= 1
     assert remote["params"] == local["params"]
-    assert [r["epoch"] for r in records(runs.split)] == [0, 1, 2]
+    assert [r["epoch"] for r in records(runs.split)] == [1, 2, 3]
     assert records(runs.split)[0].keys() == records(tmp_path / "local")[0].keys()
     assert json.loads((runs.split / "result.json").read_text()) == remote

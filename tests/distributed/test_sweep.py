@@ -16,6 +16,7 @@ import ray
 import yaml
 from ray.tune.schedulers import ASHAScheduler
 from ray_procs import kill_session
+from tb_hparams import read_hparams
 
 from snas_ray.distributed.sweep import _prepare_folder, _scheduler, max_concurrent_trials, run_sweep
 from snas_ray.errors import SweepError
@@ -67,12 +68,19 @@ def test_sweep_leaves_a_complete_sweep_folder(tmp_path):
     runs = sorted((out / "runs").iterdir())
     assert [r.name for r in runs] == ["000-lambda=0", "001-lambda=0.05"]
     for run, lam in zip(runs, (0.0, 0.05), strict=True):
-        assert _epochs(run) == [0, 1]
+        assert _epochs(run) == [1, 2]
         assert yaml.safe_load((run / "config.yaml").read_text())["cost"]["resource_lambda"] == lam
         result = json.loads((run / "result.json").read_text())
         assert result["resource_lambda"] == lam and result["epochs_done"] == 2
         assert (run / "genotype.json").is_file() and (run / "checkpoints" / "last.pt").is_file()
         assert list((run / "tb").glob("events.out.tfevents.*"))
+        # HParams in the run's own event files: its settings, the sweep's columns, the child's
+        # final accuracy and cost as the view's metrics.
+        hparams = read_hparams(run / "tb")
+        assert hparams["session"]["cost.resource_lambda"] == lam and hparams["ended"]
+        assert {"cost.resource_lambda", "cost.estimator", "seed"} <= set(hparams["columns"])
+        assert hparams["last"]["child/params"] == result["params"]
+        assert hparams["last"]["val/acc_child"] == pytest.approx(result["val_acc"])
     assert [r["status"] for r in rows] == ["done", "done"]
     assert json.loads((out / "sweep_results.json").read_text()) == rows
     assert (out / "sweep.yaml").is_file()
@@ -108,7 +116,7 @@ def test_nested_trainer_trials_report_to_tune(tmp_path, monkeypatch):
     assert [r["status"] for r in rows] == ["done", "done"]
     for row in rows:
         run = Path(row["run_dir"])
-        assert _epochs(run) == [0, 1]
+        assert _epochs(run) == [1, 2]
         assert list((run / "ray").iterdir())  # the Train run's own storage, per trial
         assert json.loads((run / "result.json").read_text())["estimator"] == run.name.split("=")[-1]
     # TuneReportCallback forwarded each epoch's rank-0 report, then the trial's final one.
@@ -167,7 +175,7 @@ def test_killed_sweep_driver_resumes_and_runs_every_trial_once(tmp_path):
     # so its finished epochs' lines (wall times included) are untouched, and none repeats.
     assert (first / "result.json").read_bytes() == finished_before
     assert (first / "result.json").stat().st_mtime_ns == finished_mtime
-    assert _epochs(first) == _epochs(second) == [0, 1, 2, 3]
+    assert _epochs(first) == _epochs(second) == [1, 2, 3, 4]
     resumed = (second / "metrics.jsonl").read_text().splitlines()
     checkpointed = len(killed_at)  # checkpoint_every 1: each logged epoch was saved first
     assert resumed[: checkpointed - 1] == lines_before[: checkpointed - 1]

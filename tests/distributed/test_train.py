@@ -22,6 +22,7 @@ from conftest import tiny_cfg
 from resume_check import check_resume, records
 
 from snas_ray.cli import main
+from snas_ray.config import resolve_paths
 from snas_ray.distributed import LaunchOptions, bench_overhead, run_distributed_search, run_name
 from snas_ray.engine.checkpoint import load_checkpoint
 from snas_ray.errors import CheckpointError, DistributedRunError
@@ -144,7 +145,7 @@ def test_two_gloo_workers_search_survive_a_kill_and_a_relaunch(ray_cluster, tmp_
         assert not torch.equal(getattr(initial, name), params[name]), name
     # The restart resumed after epoch 0; no finished epoch was lost or repeated.
     assert (probes / "epochs").read_text().split() == ["0", "1", "1", "2"]
-    assert _epochs(out) == [0, 1]
+    assert _epochs(out) == [1, 2]
     before = (out / "metrics.jsonl").read_text().splitlines()
 
     # The same command again (through the CLI) continues from the last epoch.
@@ -154,7 +155,7 @@ def test_two_gloo_workers_search_survive_a_kill_and_a_relaunch(ray_cluster, tmp_
     assert main([*argv, "--max-failures", "0"]) == 0
     summary = json.loads((out / "result.json").read_text())
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["epochs_done"] == 3
-    assert _epochs(out) == [0, 1, 2]
+    assert _epochs(out) == [1, 2, 3]
     # Epochs 0 and 1 were not re-run: their records (wall times included) are unchanged.
     assert (out / "metrics.jsonl").read_text().splitlines()[:2] == before
 
@@ -163,12 +164,13 @@ def test_two_gloo_workers_search_survive_a_kill_and_a_relaunch(ray_cluster, tmp_
         assert (out / name).is_file(), name
     assert any((out / "tb").iterdir())
     assert summary["epochs_done"] == 3
-    assert yaml.safe_load((out / "config.yaml").read_text()) == cfg.to_dict()
+    # The config as the workers got it: paths made absolute (config.paths).
+    assert yaml.safe_load((out / "config.yaml").read_text()) == resolve_paths(cfg).to_dict()
 
     # In-process code derives the same genotype from Ray's final checkpoint, and last.pt
     # (what --workers 0 would resume from) holds the same state.
     checkpoints = sorted((out / "ray" / run_name(out)).glob("epoch=*/state.pt"))
-    assert checkpoints[-1].parent.name == "epoch=0002"
+    assert checkpoints[-1].parent.name == "epoch=0003"  # after the 3rd epoch (1-based)
     state = load_checkpoint(checkpoints[-1])
     assert state["epoch"] == 3 and len(state["rng_ranks"]) == 2
     loop = build_search(cfg, "cpu")
@@ -233,7 +235,7 @@ def test_ray_continues_an_in_process_run_with_idle_normal_logits(
     )
     assert summary["epochs_done"] == 3
     assert (probes / "epochs").read_text().split() == ["1", "2"]  # continued from last.pt
-    assert _epochs(out) == [0, 1, 2]
+    assert _epochs(out) == [1, 2, 3]
     assert (out / "metrics.jsonl").read_text().startswith(before)
     params = _same_params_after_one_step(probes)
     initial = build_search(cfg, "cpu").net
