@@ -19,10 +19,11 @@ __all__ = ["child_cost_history", "plot_budget_convergence"]
 
 
 def child_cost_history(run_dir: Path, metric: str) -> list[tuple[int, float]]:
-    """(1-based epoch, derived child's ``metric``) for each epoch line of the run's metrics.
+    """(epoch, derived child's ``metric``) for each epoch line of the run's ``metrics.jsonl``.
 
-    Lines without the field (a run from before the child cost was logged) or unreadable ones
-    are left out; an empty list means there is nothing to draw.
+    Epochs are 1-based as every file writes them now; a file from before that (its first
+    epoch is 0) is shifted. Lines without the field (a run from before the child's cost was
+    logged) or unreadable ones are left out; an empty list means there is nothing to draw.
     """
     path = RunPaths(run_dir).metrics
     points: list[tuple[int, float]] = []
@@ -38,8 +39,9 @@ def child_cost_history(run_dir: Path, metric: str) -> list[tuple[int, float]]:
         value = record.get(f"child/{metric}") if isinstance(record, dict) else None
         epoch = record.get("epoch") if isinstance(record, dict) else None
         if isinstance(value, (int, float)) and isinstance(epoch, int):
-            points.append((epoch + 1, float(value)))
-    return points
+            points.append((epoch, float(value)))
+    shift = 1 if points and min(e for e, _ in points) == 0 else 0
+    return [(e + shift, v) for e, v in points]
 
 
 def plot_budget_convergence(rows: Sequence[Row], path: Path) -> bool:

@@ -294,7 +294,7 @@ def test_budgeted_runs_show_budget_against_achieved_cost(tmp_path: Path) -> None
             "mac": 1,
         }
         (run / "result.json").write_text(json.dumps(result))
-        epochs = [{"epoch": e, "child/params": params * (1.5 - e / 4)} for e in range(3)]
+        epochs = [{"epoch": e, "child/params": params * (1.75 - e / 4)} for e in (1, 2, 3)]
         (run / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in epochs))
     make_run(tmp_path, "free", acc=0.85, params=90_000)
     lb = collect(tmp_path)
@@ -313,6 +313,10 @@ def test_budgeted_runs_show_budget_against_achieved_cost(tmp_path: Path) -> None
         (2, 38_750.0),
         (3, 31_000.0),
     ]
+    # A metrics.jsonl from before epochs were 1-based is shifted, not drawn one epoch early.
+    old = [{"epoch": e, "child/params": 10.0 * e} for e in (0, 1)]
+    (tmp_path / "b30k" / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in old))
+    assert child_cost_history(tmp_path / "b30k", "params") == [(1, 0.0), (2, 10.0)]
 
 
 def test_no_budget_no_budget_plot(tmp_path: Path) -> None:
