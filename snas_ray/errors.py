@@ -13,6 +13,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DistributedRunError",
+    "FolderInUseError",
     "GenotypeError",
     "JobFailedError",
     "SnasRayError",
@@ -45,6 +46,10 @@ class DataError(SnasRayError):
 
 class CheckpointError(SnasRayError):
     """A checkpoint is missing, unreadable, not one of ours, or from a different run."""
+
+
+class FolderInUseError(SnasRayError):
+    """Another process holds the run or sweep folder's lock; the message names its host and PID."""
 
 
 class DistributedRunError(SnasRayError):

@@ -75,6 +75,7 @@ class RetrainLoop(EpochLoop):
     """SGD on one evaluation network; test top-1/top-5 after every epoch."""
 
     kind: ClassVar[str] = "retrain"
+    metric_terms: ClassVar[dict[str, str]] = {"train/loss": "task loss"}
 
     def __init__(
         self,

@@ -21,14 +21,16 @@ from snas_ray.config.sections import (
     SearchConfig,
     SpaceConfig,
     TrainConfig,
+    check_network_size,
 )
-from snas_ray.config.typed_yaml import build_section, dump_value
+from snas_ray.config.typed_yaml import MAX_INT, build_section, dump_value, parse_yaml
 
 __all__ = [
     "BUDGET_METRICS",
     "BUDGET_SEPARATION",
     "DATASETS",
     "ESTIMATORS",
+    "MAX_INT",
     "RESUME_MAY_DIFFER",
     "SEPARATIONS",
     "CostConfig",
@@ -42,9 +44,11 @@ __all__ = [
     "TrainConfig",
     "apply_overrides",
     "build_section",
+    "check_network_size",
     "config_difference",
     "dump_value",
     "flatten",
     "load_config",
+    "parse_yaml",
     "read_config_file",
 ]

@@ -153,7 +153,7 @@ def test_broken_and_unfinished_runs_are_reported_and_skipped(tmp_path: Path) -> 
     assert kinds["running"] == ("unfinished", "no result.json yet")
     assert kinds["bad_json"][0] == "broken" and "invalid JSON" in kinds["bad_json"][1]
     assert "missing field 'flops'" in kinds["missing"][1]
-    assert "val_acc is not a finite number" in kinds["nan"][1]
+    assert kinds["nan"][1] == "result.json: holds NaN, not a finite number"
     assert "not an object" in kinds["not_object"][1]
     assert "genotype" in kinds["bad_genotype"][1] and "config.yaml" in kinds["bad_config"][1]
     assert all(
