@@ -26,7 +26,8 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from snas_ray.config import ExperimentConfig
 from snas_ray.distributed.failures import failure_line
 from snas_ray.distributed.worker import JOBS, train_fn_per_worker
-from snas_ray.engine.checkpoint import load_checkpoint
+from snas_ray.engine.checkpoint import load_latest_checkpoint
+from snas_ray.engine.runfolder import check_no_orphan_results
 from snas_ray.engine.state import check_resumable
 from snas_ray.errors import DistributedRunError, SnasRayError
 from snas_ray.layout import RunPaths, atomic_write_text
@@ -190,8 +191,14 @@ def launch(
         raise SnasRayError(f"unknown job {job!r} (allowed: {', '.join(JOBS)})")
     options = options or LaunchOptions()
     paths = RunPaths(Path(out).resolve()).make()
-    if paths.last_checkpoint.is_file():  # fail here, not once per restart in every worker
-        check_resumable(job, cfg.to_dict(), load_checkpoint(paths.last_checkpoint))
+    found = load_latest_checkpoint(paths.last_checkpoint)
+    if found is not None:  # fail here, not once per restart in every worker
+        check_resumable(job, cfg.to_dict(), found[0])
+    elif (
+        options.storage is None
+        and not (paths.ray_storage / (options.name or run_name(out))).exists()
+    ):
+        check_no_orphan_results(paths)  # nothing to resume from anywhere: do not overwrite
     started = connect(options.address)
     try:
         result = fit(cfg, paths, options, job=job, train_fn=train_fn)

@@ -8,6 +8,7 @@ Loading onto the CPU keeps RNG states as CPU byte tensors (``torch.set_rng_state
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -82,7 +83,8 @@ def load_latest_checkpoint(last: Path | str) -> tuple[dict[str, Any], Path] | No
             raise
         state = load_checkpoint(previous)
         aside = last.with_name(last.name + ".corrupt")
-        os.replace(last, aside)
+        with contextlib.suppress(FileNotFoundError):  # another rank of the run moved it first
+            os.replace(last, aside)
         logger.warning(
             "%s; resuming from %s (epoch %d) instead, the unreadable file moved to %s",
             exc,
