@@ -318,6 +318,8 @@ def load_retrain_checkpoint(path: Path | str) -> dict[str, Any]:
     state = load_checkpoint(path)
     if state.get("kind") != RetrainLoop.kind:
         raise CheckpointError(f"checkpoint {path} is a search checkpoint, not a retraining one")
+    if not isinstance(state.get("genotype"), dict):
+        raise CheckpointError(f"checkpoint {path} is incomplete ('genotype' is missing)")
     return state
 
 
