@@ -155,6 +155,25 @@ def test_missing_checkpoint_with_results_is_refused_not_truncated(tmp_path, caps
     assert "lr: 0.025" in (out / "config.yaml").read_text()  # the old run's config stays
 
 
+def test_lines_of_the_same_run_before_its_first_checkpoint_are_redone(tmp_path, monkeypatch):
+    # checkpoint_every 10: epochs 0 and 1 are logged, then Ctrl-C before any checkpoint.
+    out, sets = tmp_path / "run", ("search.epochs=3", "output.checkpoint_every=10")
+    train_epoch = EpochLoop.train_epoch
+
+    def interrupted(self, epoch, hooks=()):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return train_epoch(self, epoch, hooks)
+
+    monkeypatch.setattr(EpochLoop, "train_epoch", interrupted)
+    assert main(_search_argv(out, *sets)) == 130
+    assert _epochs(out) == [0, 1] and not list((out / "checkpoints").iterdir())
+    monkeypatch.setattr(EpochLoop, "train_epoch", train_epoch)
+    assert main(_search_argv(out, *sets, "optim.lr=0.05")) == 2  # another run's lines: kept
+    assert main(_search_argv(out, *sets)) == 0  # the same run: started over, as a resume would
+    assert _epochs(out) == [0, 1, 2]
+
+
 def test_a_corrupt_last_checkpoint_falls_back_to_the_previous_one(tmp_path, monkeypatch, caplog):
     out = tmp_path / "run"
     train_epoch = EpochLoop.train_epoch

@@ -198,7 +198,7 @@ def launch(
         options.storage is None
         and not (paths.ray_storage / (options.name or run_name(out))).exists()
     ):
-        check_no_orphan_results(paths)  # nothing to resume from anywhere: do not overwrite
+        check_no_orphan_results(paths, cfg.to_dict())  # nothing to resume: do not overwrite
     started = connect(options.address)
     try:
         result = fit(cfg, paths, options, job=job, train_fn=train_fn)

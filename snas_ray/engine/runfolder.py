@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import yaml
 
+from snas_ray.config import config_difference
 from snas_ray.engine.checkpoint import load_latest_checkpoint
 from snas_ray.engine.hooks import CheckpointHook
 from snas_ray.engine.loop import EpochLoop, HookBase
@@ -108,21 +109,33 @@ def resume_from_folder(loop: EpochLoop, paths: RunPaths) -> bool:
     return True
 
 
-def check_no_orphan_results(paths: RunPaths) -> None:
-    """Refuse to start a run from scratch over results an earlier run left without a checkpoint
-    (it would empty ``metrics.jsonl`` and mix old ``result.json`` with a new ``config.yaml``)."""
+def check_no_orphan_results(paths: RunPaths, config: dict[str, Any]) -> None:
+    """Refuse to start from scratch over results an earlier run left without a checkpoint.
+
+    Starting over would empty ``metrics.jsonl`` and mix the old ``result.json`` with a new
+    ``config.yaml``. Allowed: epoch lines of this same run (same ``config.yaml``, unfinished)
+    written before its first checkpoint, which starting over replaces as a resume would.
+    """
     found = [p.name for p in (paths.result, paths.genotype) if p.is_file()]
     try:
         lines = [ln for ln in paths.metrics.read_bytes().splitlines() if ln.strip()]
     except OSError:
         lines = []
-    if lines:
+    if lines and (found or not _same_run(paths, config)):
         found.append(f"{len(lines)} epoch line(s) in {paths.metrics.name}")
     if found:
         raise CheckpointError(
             f"{paths.root} holds results of an earlier run ({', '.join(found)}) but no "
             "checkpoint to continue from; choose another --out, or delete them to start over"
         )
+
+
+def _same_run(paths: RunPaths, config: dict[str, Any]) -> bool:
+    try:
+        saved = yaml.safe_load(paths.config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(saved, dict) and config_difference(config, saved) is None
 
 
 def folder_hooks(
@@ -158,7 +171,7 @@ def run_in_folder(
     """Resume (when asked and possible), write ``config.yaml``, then train with the folder's
     sinks, the checkpoint hook and ``hooks`` (which run after the checkpoint is saved)."""
     if not (resume and resume_from_folder(loop, paths)):
-        check_no_orphan_results(paths)
+        check_no_orphan_results(paths, loop.config)
     write_config(loop.config, paths)
     checkpoint = CheckpointHook(paths.last_checkpoint, checkpoint_every)
     own = folder_hooks(loop, paths, write=True, tensorboard=tensorboard)
