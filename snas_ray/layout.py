@@ -169,7 +169,7 @@ class FolderLock:
     stays in the folder (deleting it would let two processes lock two different files).
     """
 
-    def __init__(self, folder: Path | str, what: str = "run") -> None:
+    def __init__(self, folder: Path | str, what: str = "") -> None:
         self.path = Path(folder) / LOCK_FILE
         self.what = what
         self._fd: int | None = None
@@ -183,11 +183,11 @@ class FolderLock:
             holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
             os.close(fd)
             raise FolderInUseError(
-                f"{self.path.parent} is in use by another {self.what} "
-                f"({_describe_holder(holder)}); wait for it to end or choose another --out"
+                f"{self.path.parent} is in use by {_describe_holder(holder)}; wait for it to "
+                "end or choose another --out"
             ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{socket.gethostname()} {os.getpid()}\n".encode(), 0)
+        os.pwrite(fd, f"{socket.gethostname()} {os.getpid()} {self.what}\n".encode(), 0)
         self._fd = fd
         return self
 
@@ -204,8 +204,10 @@ class FolderLock:
 
 
 def _describe_holder(text: str) -> str:
-    host, _, pid = text.partition(" ")
-    return f"PID {pid} on host {host}" if pid.isdigit() else "holder unknown"
+    host, pid, what = ([*text.split(maxsplit=2), "", "", ""])[:3]
+    if not pid.isdigit():  # the holder is between taking the lock and writing its name
+        return "another process"
+    return f"{'a ' + what if what else 'another process'} (PID {pid} on host {host})"
 
 
 def is_temp_file(name: str) -> bool:

@@ -106,7 +106,7 @@ def test_a_second_search_into_the_same_folder_is_refused_and_the_first_completes
         )
         assert second.returncode == 2
         (line,) = _error_lines(second.stderr)
-        assert f"PID {first.pid} on host {os.uname().nodename}" in line, line
+        assert f"in use by a search (PID {first.pid} on host {os.uname().nodename})" in line
         assert str(out) in line
     finally:
         release.touch()
@@ -137,7 +137,8 @@ def test_a_killed_holder_releases_the_lock(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     with FolderLock(tmp_path, "search"):  # the kernel dropped the dead holder's lock
-        assert (tmp_path / LOCK_FILE).read_text().split() == [os.uname().nodename, str(os.getpid())]
+        held_by = (tmp_path / LOCK_FILE).read_text().split()
+        assert held_by == [os.uname().nodename, str(os.getpid()), "search"]
 
 
 def test_missing_checkpoint_with_results_is_refused_not_truncated(tmp_path, capsys):

@@ -46,7 +46,8 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
     lacks what every checkpoint of ours holds."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        what = "is not a file" if path.exists() else "not found"
+        raise CheckpointError(f"checkpoint {path} {what}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError) as exc:
