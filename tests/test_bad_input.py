@@ -8,6 +8,7 @@ the field named and that the run folder got no checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -142,6 +143,10 @@ CASES = {
         ["train.init_channels", "even"],
     ),
     "--out a file": Case(_search(out="{d}/file"), ["--out", "is a file"], _write("file", "x")),
+    "--out empty": Case(_search(out=""), ["--out", "empty"]),
+    "genotype nested too deeply": Case(
+        ["genotype", "{d}/g.json"], ["g.json", "nested too deeply"], _write("g.json", "[" * 10**5)
+    ),
     "cost width search rejects": Case(
         ["cost", "SNAS_mild", "--init-channels", "3"], ["--init-channels", "even"]
     ),
@@ -197,11 +202,14 @@ def test_bad_input_is_one_line_naming_the_field(case: Case, tmp_path: Path, caps
     if case.setup is not None:
         case.setup(tmp_path)
     argv = [a.replace("{d}", str(tmp_path)) for a in case.argv]
-    code = main(argv)
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own errors: usage, then one error line
+        code = exc.code
     err = capsys.readouterr().err
     assert code == 2, err
     assert "Traceback" not in err
-    errors = [line for line in err.splitlines() if line.startswith("snas-ray: error:")]
+    errors = [line for line in err.splitlines() if re.match(r"snas-ray( \w+)?: error:", line)]
     assert len(errors) == 1, err
     for needle in case.named:
         assert needle in errors[0], errors[0]

@@ -265,10 +265,10 @@ def _settings(paths: RunPaths, result: dict[str, Any]) -> dict[str, Any]:
         raise _Broken(exc.message) from None
     if not isinstance(cfg, dict):
         raise _Broken("config.yaml: not a mapping")
-    settings = {str(k): v for k, v in flatten(cfg).items() if not _is_bookkeeping(str(k))}
-    for key, value in settings.items():
+    flat = {str(k): v for k, v in flatten(cfg).items()}
+    for key, value in flat.items():  # bookkeeping fields too: none of ours holds a date
         _plain(value, f"config.yaml: {key}")
-    return settings
+    return {k: v for k, v in flat.items() if not _is_bookkeeping(k)}
 
 
 def _plain(value: Any, where: str) -> None:
