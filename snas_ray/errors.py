@@ -14,6 +14,7 @@ __all__ = [
     "DataError",
     "DistributedRunError",
     "EvaluationError",
+    "FolderInUseError",
     "GenotypeError",
     "JobFailedError",
     "SnasRayError",
@@ -46,6 +47,10 @@ class DataError(SnasRayError):
 
 class CheckpointError(SnasRayError):
     """A checkpoint is missing, unreadable, not one of ours, or from a different run."""
+
+
+class FolderInUseError(SnasRayError):
+    """Another process holds the run or sweep folder's lock; the message names its host and PID."""
 
 
 class DistributedRunError(SnasRayError):

@@ -292,6 +292,8 @@ def read_genotype(path: str | os.PathLike[str]) -> Genotype:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise GenotypeError(f"{where}: invalid JSON: {exc}") from None
+    except RecursionError:
+        raise GenotypeError(f"{where}: nested too deeply to be a genotype") from None
     try:
         return Genotype.from_dict(data)
     except GenotypeError as exc:

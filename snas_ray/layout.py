@@ -1,34 +1,55 @@
-"""Every file name of a run folder and a sweep folder, and the one atomic writer.
+"""Every file name of a run folder and a sweep folder, the one atomic writer, the folder lock.
 
 Stdlib only (``snas-ray collect`` imports this without torch). Every file a run writes goes
 through :func:`atomic_write`: a temp file in the same folder, ``fsync``, then ``os.replace``, so a
-reader or a crash sees the old file or the new one, never a mix.
+reader or a crash sees the old file or the new one, never a mix. One process at a time writes a
+run or sweep folder: :class:`FolderLock`, an ``flock`` that a dead process releases by itself.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import math
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from snas_ray.errors import FolderInUseError, SnasRayError
+
 __all__ = [
     "EVALUATE_SPEC",
     "TEMP_SUFFIX",
     "EvaluatePaths",
+    "LOCK_FILE",
+    "FolderLock",
     "RunPaths",
     "SweepPaths",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "is_temp_file",
+    "output_folder",
+    "previous_checkpoint",
+    "remove_stale_temps",
 ]
 
 TEMP_SUFFIX = ".tmp"  # temp files are ".<name>.<random>.tmp" beside their target
 EVALUATE_SPEC = "evaluate.yaml"  # marks an evaluation folder (see EvaluatePaths)
+# What mkstemp makes of our prefix and suffix: ".<name>." + 8 random characters + ".tmp".
+_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}" + re.escape(TEMP_SUFFIX))
+LOCK_FILE = ".snas-ray.lock"  # in a run or sweep folder; holds the writer's host and PID
+
+
+def previous_checkpoint(last: Path) -> Path:
+    """Where the checkpoint before ``last`` is kept (``checkpoints/previous.pt``)."""
+    return Path(last).with_name("previous.pt")
 
 
 @dataclass(frozen=True)
@@ -60,6 +81,15 @@ class RunPaths:
     @property
     def last_checkpoint(self) -> Path:
         return self.checkpoints / "last.pt"
+
+    @property
+    def previous_checkpoint(self) -> Path:
+        """The checkpoint before ``last.pt``, the fallback when ``last.pt`` is unreadable."""
+        return previous_checkpoint(self.last_checkpoint)
+
+    @property
+    def lock(self) -> Path:
+        return self.root / LOCK_FILE
 
     @property
     def genotype(self) -> Path:
@@ -114,6 +144,10 @@ class SweepPaths:
         """Where the sweep's own ``collect`` writes its leaderboard and report."""
         return self.root / "collect"
 
+    @property
+    def lock(self) -> Path:
+        return self.root / LOCK_FILE
+
     def run(self, dirname: str) -> RunPaths:
         return RunPaths(self.runs / dirname)
 
@@ -164,6 +198,88 @@ class EvaluatePaths:
         return self.root / "evaluation.png"
 
 
+def output_folder(path: Path | str, flag: str = "--out") -> Path:
+    """Create the folder ``path`` (and its parents); a one-line error when it cannot be one."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise SnasRayError(f"{flag} {path} is a file, not a folder (choose a folder)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SnasRayError(f"{flag} {path}: cannot create the folder ({exc.strerror})") from None
+    return path
+
+
+class FolderLock:
+    """An exclusive ``flock`` on ``folder/.snas-ray.lock`` for one writing process.
+
+    The kernel drops the lock when the process dies, however it dies, so a killed run never
+    leaves a stale lock. The file keeps the holder's host and PID for the refusal message; it
+    stays in the folder (deleting it would let two processes lock two different files).
+    """
+
+    def __init__(self, folder: Path | str, what: str = "") -> None:
+        self.path = Path(folder) / LOCK_FILE
+        self.what = what
+        self._fd: int | None = None
+
+    def acquire(self) -> FolderLock:
+        """Take the lock or raise :class:`FolderInUseError` naming the holder; never waits."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
+            os.close(fd)
+            raise FolderInUseError(
+                f"{self.path.parent} is in use by {_describe_holder(holder)}; wait for it to "
+                "end or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{socket.gethostname()} {os.getpid()} {self.what}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the only descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _describe_holder(text: str) -> str:
+    host, pid, what = ([*text.split(maxsplit=2), "", "", ""])[:3]
+    if not pid.isdigit():  # the holder is between taking the lock and writing its name
+        return "another process"
+    return f"{'a ' + what if what else 'another process'} (PID {pid} on host {host})"
+
+
+def is_temp_file(name: str) -> bool:
+    """Whether ``name`` is the temp file of an :func:`atomic_write` (finished or not)."""
+    return _TEMP_NAME.fullmatch(name) is not None
+
+
+def remove_stale_temps(root: Path | str) -> list[Path]:
+    """Delete the temp files interrupted :func:`atomic_write` calls left under ``root``.
+
+    Only names of the form ``.<name>.<8 random characters>.tmp`` are touched. Call it only
+    while holding the folder's :class:`FolderLock`: a live writer's temp file looks the same.
+    """
+    removed = []
+    for folder, _, files in os.walk(root):
+        for name in files:
+            if is_temp_file(name):
+                path = Path(folder) / name
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
 def _umask() -> int:
     # The umask can only be read by setting it; put it back at once.
     mask = os.umask(0o022)
@@ -171,11 +287,19 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: Path | str, write: Callable[[IO[Any]], Any], *, binary: bool) -> None:
+def atomic_write(
+    path: Path | str,
+    write: Callable[[IO[Any]], Any],
+    *,
+    binary: bool,
+    keep_previous: Path | None = None,
+) -> None:
     """Write ``path`` through ``write(file)`` so readers see the old file or the new one.
 
     The file gets the permissions ``open()`` would give it (0666 less the umask), not
-    ``mkstemp``'s 0600, so colleagues on a shared folder can read results.
+    ``mkstemp``'s 0600, so colleagues on a shared folder can read results. With
+    ``keep_previous``, the file being replaced is first renamed there (both renames are atomic;
+    between them only ``keep_previous`` exists).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -188,6 +312,8 @@ def atomic_write(path: Path | str, write: Callable[[IO[Any]], Any], *, binary: b
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous is not None and path.is_file():
+            os.replace(path, keep_previous)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -205,5 +331,27 @@ def atomic_write_text(path: Path | str, text: str) -> None:
 
 
 def atomic_write_json(path: Path | str, obj: Any) -> None:
-    """Atomically write ``obj`` as indented JSON."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Atomically write ``obj`` as indented JSON; NaN and infinities are refused (they are not
+    JSON, and no result of ours may hold one)."""
+    bad = _non_finite(obj, "")
+    if bad is not None:
+        raise SnasRayError(f"refusing to write {path}: {bad[0] or 'the value'} is {bad[1]}")
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def _non_finite(obj: Any, where: str) -> tuple[str, float] | None:
+    """(dotted place, value) of the first NaN or infinity in ``obj``, else None."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return where, obj
+    items = (
+        obj.items()
+        if isinstance(obj, dict)
+        else enumerate(obj)
+        if isinstance(obj, (list, tuple))
+        else ()
+    )
+    for key, value in items:
+        found = _non_finite(value, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None

@@ -74,6 +74,7 @@ class RetrainLoop(EpochLoop):
     """SGD on one evaluation network; test top-1/top-5 after every epoch."""
 
     kind: ClassVar[str] = "retrain"
+    metric_terms: ClassVar[dict[str, str]] = {"train/loss": "task loss"}
 
     def __init__(
         self,
@@ -319,6 +320,8 @@ def load_retrain_checkpoint(path: Path | str) -> dict[str, Any]:
     state = load_checkpoint(path)
     if state.get("kind") != RetrainLoop.kind:
         raise CheckpointError(f"checkpoint {path} is a search checkpoint, not a retraining one")
+    if not isinstance(state.get("genotype"), dict):
+        raise CheckpointError(f"checkpoint {path} is incomplete ('genotype' is missing)")
     return state
 
 

@@ -49,6 +49,7 @@ __all__ = [
 ]
 
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform")
+MAX_TRIALS = 10_000  # beyond this a sweep is a typo (Tune would only queue trials forever)
 # Short names for run-folder names; other keys use their last dotted part.
 _SHORT = {"cost.resource_lambda": "lambda", "cost.estimator": "est"}
 
@@ -72,9 +73,9 @@ class SweepOptions:
             if not ok:
                 raise ConfigError(f"tune.{name}", message)
 
-        check(self.workers_per_trial >= 1, "workers_per_trial", "must be >= 1")
-        check(self.cpus_per_worker > 0, "cpus_per_worker", "must be > 0")
-        check(self.gpus_per_worker >= 0, "gpus_per_worker", "must be >= 0")
+        check(1 <= self.workers_per_trial <= 1024, "workers_per_trial", "must be in [1, 1024]")
+        check(0 < self.cpus_per_worker <= 1024, "cpus_per_worker", "must be in (0, 1024]")
+        check(0 <= self.gpus_per_worker <= 64, "gpus_per_worker", "must be in [0, 64]")
         fractional = 0 < self.gpus_per_worker < 1 or not float(self.gpus_per_worker).is_integer()
         check(
             not (fractional and self.workers_per_trial > 1),
@@ -126,8 +127,8 @@ def _parse_param(key: str, body: Any, base: ExperimentConfig) -> ParamSpec:
     if not isinstance(raw, list) or not raw:
         raise ConfigError(f"{where}.{kind}", "expected a non-empty list")
     samples = body.get("samples", 1)
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ConfigError(f"{where}.samples", "must be an integer >= 1")
+    if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= MAX_TRIALS:
+        raise ConfigError(f"{where}.samples", f"must be an integer in [1, {MAX_TRIALS}]")
     if kind == "grid" and "samples" in body:
         raise ConfigError(f"{where}.samples", "applies to random kinds; repeat a grid with tune")
     values: list[Any] = []
@@ -256,7 +257,10 @@ def sweep_from_dict(tree: dict[str, Any], overrides: list[str] | None = None) ->
         got = ", ".join(map(str, sorted(repeats)))
         raise ConfigError("sweep", f"random keys must share one samples value (got {got})")
     options = build_section(SweepOptions, {**tune_tree, **tune_set}, prefix="tune.")
-    return SweepSpec(base, params, options)
+    spec = SweepSpec(base, params, options)
+    if spec.num_trials > MAX_TRIALS:
+        raise ConfigError("sweep", f"makes {spec.num_trials} trials; at most {MAX_TRIALS}")
+    return spec
 
 
 def progress_metrics(cfg: ExperimentConfig, record: dict[str, Any], epoch: int) -> dict[str, Any]:

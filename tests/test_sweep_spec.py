@@ -88,7 +88,15 @@ def test_overrides_reach_base_sweep_and_tune(tmp_path):
         ({"cost.resource_lambda": {"loguniform": [0, 1]}}, {}, "loguniform", "low > 0"),
         ({"cost.resource_lambda": {"grid": [0], "samples": 2}}, {}, ".samples", "random"),
         ({"seed": {"grid": [0]}}, {"cpus_per_wrker": 1}, "tune.cpus_per_wrker", "did you mean"),
-        ({"seed": {"grid": [0]}}, {"workers_per_trial": 0}, "tune.workers_per_trial", ">= 1"),
+        ({"seed": {"grid": [0]}}, {"workers_per_trial": 0}, "tune.workers_per_trial", "[1, 1024]"),
+        ({"seed": {"grid": [0]}}, {"cpus_per_worker": 1e9}, "tune.cpus_per_worker", "(0, 1024]"),
+        ({"optim.lr": {"uniform": [0.1, 1], "samples": 10**9}}, {}, ".samples", "10000"),
+        (
+            {"seed": {"grid": list(range(200))}, "data.split_seed": {"grid": list(range(60))}},
+            {},
+            "sweep",
+            "12000 trials",
+        ),
         (
             {"seed": {"grid": [0]}},
             {"workers_per_trial": 2, "gpus_per_worker": 0.5},

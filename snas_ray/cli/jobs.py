@@ -7,15 +7,44 @@ submission, so that ``snas-ray search --help`` and in-process runs never load it
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["cmd_search", "cmd_submit", "cmd_sweep", "cmd_train", "default_train_out"]
+__all__ = [
+    "cmd_search",
+    "cmd_submit",
+    "cmd_sweep",
+    "cmd_train",
+    "default_train_out",
+    "writing_into",
+]
+
+logger = logging.getLogger(__name__)
 
 _SUBMITTABLE = ("search", "sweep", "evaluate", "train", "collect")
+
+
+@contextlib.contextmanager
+def writing_into(out: Path, what: str) -> Iterator[None]:
+    """This process as the one writer of ``out`` (a run or sweep folder) for the block.
+
+    The lock is the driver's: Ray workers and sweep trials write inside a folder their driver
+    holds. Temp files of interrupted atomic writes are removed once the lock is held.
+    """
+    from snas_ray.layout import FolderLock, output_folder, remove_stale_temps
+
+    output_folder(out)
+    with FolderLock(out, what):
+        removed = remove_stale_temps(out)
+        if removed:
+            logger.info("removed %d temp file(s) of interrupted writes in %s", len(removed), out)
+        yield
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -23,19 +52,24 @@ def cmd_search(args: argparse.Namespace) -> int:
     from snas_ray.config import load_config
     from snas_ray.errors import SnasRayError
     from snas_ray.layout import RunPaths
-    from snas_ray.search import run_search
 
     cfg = load_config(args.config, args.overrides)
     out = args.out or Path("runs") / (args.config.stem if args.config else "default")
-    if args.no_resume and RunPaths(out).last_checkpoint.exists():
-        raise SnasRayError(f"--out {out} already holds a checkpoint (drop --no-resume to resume)")
-    options = _launch_options(args)
-    if options is not None:  # Ray is imported here only, so in-process runs never load it
-        from snas_ray.distributed import run_distributed_search
+    options = _launch_options(args)  # flag errors before the folder is locked
+    with writing_into(out, "search"):
+        paths = RunPaths(out)
+        if args.no_resume and any(
+            p.exists() for p in (paths.last_checkpoint, paths.previous_checkpoint)
+        ):
+            raise SnasRayError(f"--out {out} holds a checkpoint (drop --no-resume to resume)")
+        if options is not None:  # Ray is imported here only, so in-process runs never load it
+            from snas_ray.distributed import run_distributed_search
 
-        result = run_distributed_search(cfg, out, options)
-    else:
-        result = run_search(cfg, out, resume=not args.no_resume)
+            result = run_distributed_search(cfg, out, options)
+        else:
+            from snas_ray.search import run_search
+
+            result = run_search(cfg, out, resume=not args.no_resume)
     keys = ("val_acc", "params", "flops", "mac", "epochs_done")
     print(json.dumps({k: result[k] for k in keys} | {"out": str(out)}))
     return 0
@@ -68,14 +102,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     load_genotype(cfg.train.genotype)  # a bad name or file fails before torch and data load
     out = args.out or default_train_out(cfg.train.genotype)
     options = _launch_options(args)
-    if options is not None:  # Ray is imported here only
-        from snas_ray.distributed import run_distributed_retrain
+    with writing_into(out, "train"):
+        if options is not None:  # Ray is imported here only
+            from snas_ray.distributed import run_distributed_retrain
 
-        result = run_distributed_retrain(cfg, out, options)
-    else:
-        from snas_ray.retrain import run_retrain
+            result = run_distributed_retrain(cfg, out, options)
+        else:
+            from snas_ray.retrain import run_retrain
 
-        result = run_retrain(cfg, out)
+            result = run_retrain(cfg, out)
     keys = ("test_acc", "test_acc5", "best_test_acc", "params", "flops", "epochs_done")
     print(json.dumps({k: result[k] for k in keys} | {"out": str(out)}))
     return 0
@@ -139,17 +174,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     spec = load_sweep(args.config, args.overrides)  # validated before Ray is imported
     out = args.out or Path("runs") / (args.config.stem if args.config else "sweep")
-    from snas_ray.distributed.sweep import format_rows, run_sweep
+    with writing_into(out, "sweep"):
+        from snas_ray.distributed.sweep import format_rows, run_sweep
 
-    rows = run_sweep(
-        spec,
-        out,
-        resume=True if args.resume else None,
-        address=args.address,
-        storage=args.storage,
-        collect=not args.no_collect,
-        verbose=args.verbose,
-    )
+        rows = run_sweep(
+            spec,
+            out,
+            resume=True if args.resume else None,
+            address=args.address,
+            storage=args.storage,
+            collect=not args.no_collect,
+            verbose=args.verbose,
+        )
     print(format_rows(rows))
     if not args.no_collect:
         print(f"report: {Path(out) / 'collect' / 'report.md'}")

@@ -10,6 +10,13 @@ __all__ = ["build_parser", "version_line"]
 _ADDRESS_HELP = "Ray cluster to join: auto or HOST:PORT (default: start a local one)"
 
 
+def _folder(text: str) -> Path:
+    # Path("") is ".", so an empty --out (an unset shell variable) would write into the cwd.
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a folder, got an empty string")
+    return Path(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
     parser = argparse.ArgumentParser(
@@ -82,7 +89,7 @@ def _add_ray_train_args(p: argparse.ArgumentParser, job: str) -> None:
 def _search(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("search", help="run (or resume) an SNAS architecture search")
     _add_config_args(s)
-    s.add_argument("--out", type=Path, help="run folder (default: runs/<config name>)")
+    s.add_argument("--out", type=_folder, help="run folder (default: runs/<config name>)")
     s.add_argument(
         "--no-resume",
         action="store_true",
@@ -96,7 +103,7 @@ def _sweep(sub: argparse._SubParsersAction) -> None:
         "sweep", help="a population of searches on Ray Tune (the config's sweep: section)"
     )
     _add_config_args(w)
-    w.add_argument("--out", type=Path, help="sweep folder (default: runs/<config name>)")
+    w.add_argument("--out", type=_folder, help="sweep folder (default: runs/<config name>)")
     w.add_argument(
         "--resume",
         action="store_true",
@@ -204,7 +211,7 @@ def _cost(sub: argparse._SubParsersAction) -> None:
 def _collect(sub: argparse._SubParsersAction) -> None:
     k = sub.add_parser("collect", help="rank the runs of a sweep folder; Pareto front and report")
     k.add_argument("sweep_dir", type=Path, help="folder holding run folders (searched recursively)")
-    k.add_argument("--out", type=Path, help="output folder (default: SWEEP_DIR/collect)")
+    k.add_argument("--out", type=_folder, help="output folder (default: SWEEP_DIR/collect)")
     k.add_argument("--metric", default="val_acc", help="result.json accuracy key (default val_acc)")
     k.add_argument(
         "--cost",
@@ -233,7 +240,7 @@ def _train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--genotype", help="registry name (e.g. SNAS_mild) or genotype.json file")
     t.add_argument(
         "--out",
-        type=Path,
+        type=_folder,
         help="run folder (default: runs/train-<name> for a registry genotype, "
         "runs/train-<folder>-<file stem>-<hash> for a genotype file)",
     )

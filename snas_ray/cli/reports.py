@@ -25,7 +25,8 @@ def cmd_genotype(args: argparse.Namespace) -> int:
 def cmd_cost(args: argparse.Namespace) -> int:
     """``snas-ray cost``: params, FLOPs (multiply-adds) and MAC (memory access) of a genotype's
     evaluation network."""
-    from snas_ray.errors import SnasRayError
+    from snas_ray.config import check_network_size
+    from snas_ray.errors import ConfigError, SnasRayError
     from snas_ray.published import load_genotype
     from snas_ray.results import format_count
     from snas_ray.space.measure import COST_SETTINGS, evaluation_cost
@@ -33,11 +34,13 @@ def cmd_cost(args: argparse.Namespace) -> int:
     genotype = load_genotype(args.genotype)
     setting = COST_SETTINGS[args.dataset]
     for name in ("init_channels", "layers"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise SnasRayError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-        if value is not None:
-            setting = dataclasses.replace(setting, **{name: value})
+        if getattr(args, name) is not None:
+            setting = dataclasses.replace(setting, **{name: getattr(args, name)})
+    try:  # the networks search and train would build, no others
+        check_network_size(setting.layers, setting.init_channels, prefix="")
+    except ConfigError as exc:
+        flag = exc.field_name.replace("_", "-")
+        raise SnasRayError(f"--{flag} {exc.message}, as for space.* and train.*") from None
     cost = evaluation_cost(genotype, setting, auxiliary=args.auxiliary)
     summary = {"genotype": args.genotype} | dataclasses.asdict(setting)
     summary |= {"auxiliary": args.auxiliary} | dataclasses.asdict(cost)
@@ -70,14 +73,22 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from snas_ray.errors import SnasRayError
     from snas_ray.results import collect
 
+    for flag in ("top", "retrain"):
+        if getattr(args, flag) < 0:
+            raise SnasRayError(f"--{flag} must be >= 0, got {getattr(args, flag)}")
+
     def run() -> None:
         lb = collect(args.sweep_dir, metric=args.metric, cost=args.cost)
+        if not lb.rows:  # nothing to rank: say why instead of writing an empty report
+            found = "no run folders"
+            if lb.skipped:
+                first = lb.skipped[0]
+                found = f"{len(lb.skipped)} skipped, e.g. {first.run}: {first.reason}"
+            raise SnasRayError(f"collect: no finished run to rank in {args.sweep_dir} ({found})")
         report = lb.write(args.out or args.sweep_dir / "collect")
         print(lb.format_table(args.top))
         print(f"report: {report}")
 
-    if args.retrain < 0:
-        raise SnasRayError(f"--retrain must be >= 0, got {args.retrain}")
     run()
     if args.retrain > 0:
         from snas_ray.cli.evaluate import evaluate_front

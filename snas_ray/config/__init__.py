@@ -23,8 +23,9 @@ from snas_ray.config.sections import (
     SearchConfig,
     SpaceConfig,
     TrainConfig,
+    check_network_size,
 )
-from snas_ray.config.typed_yaml import build_section, dump_value
+from snas_ray.config.typed_yaml import MAX_INT, build_section, dump_value, parse_yaml
 
 __all__ = [
     "BUDGET_METRICS",
@@ -32,6 +33,7 @@ __all__ = [
     "DATASETS",
     "ESTIMATORS",
     "PATH_FIELDS",
+    "MAX_INT",
     "RESUME_MAY_DIFFER",
     "SEPARATIONS",
     "CostConfig",
@@ -45,11 +47,13 @@ __all__ = [
     "TrainConfig",
     "apply_overrides",
     "build_section",
+    "check_network_size",
     "config_difference",
     "dump_value",
     "flatten",
     "is_genotype_file",
     "load_config",
+    "parse_yaml",
     "read_config_file",
     "relative_paths",
     "resolve_paths",

@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from snas_ray.config.sections import ExperimentConfig
-from snas_ray.config.typed_yaml import read_yaml_mapping, set_dotted, to_plain
+from snas_ray.config.typed_yaml import (
+    parse_override_value,
+    read_yaml_mapping,
+    set_dotted,
+    to_plain,
+)
 from snas_ray.errors import ConfigError
 
 __all__ = ["apply_overrides", "load_config", "read_config_file"]
@@ -17,7 +20,7 @@ __all__ = ["apply_overrides", "load_config", "read_config_file"]
 def apply_overrides(
     base: ExperimentConfig | dict[str, Any], overrides: list[str]
 ) -> ExperimentConfig:
-    """Apply ``key=value`` strings (values parsed with ``yaml.safe_load``, never eval)."""
+    """Apply ``key=value`` strings (values parsed as YAML, never eval)."""
     tree = base.to_dict() if isinstance(base, ExperimentConfig) else to_plain(base)
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -25,16 +28,13 @@ def apply_overrides(
             raise ConfigError(
                 item, "override must look like key=value (e.g. cost.resource_lambda=1e-3)"
             )
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
+        value = parse_override_value(raw, key.strip())
         set_dotted(tree, key.strip(), value, ExperimentConfig)
     return ExperimentConfig.from_dict(tree)
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The mapping a YAML config file holds (``safe_load`` only); one-line errors."""
+    """The mapping a YAML config file holds (safe types, no repeated keys); one-line errors."""
     return read_yaml_mapping(path)
 
 

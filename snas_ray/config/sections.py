@@ -7,6 +7,7 @@ process boundaries (workers, checkpoints, ``config.yaml``).
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,11 @@ __all__ = [
     "DatasetConfig",
     "ESTIMATORS",
     "ExperimentConfig",
+    "MAX_BATCH",
+    "MAX_CHANNELS",
+    "MAX_IMAGE_SIDE",
+    "MAX_LAYERS",
+    "MAX_SEED",
     "OptimConfig",
     "OutputConfig",
     "SEPARATIONS",
@@ -29,6 +35,7 @@ __all__ = [
     "SearchConfig",
     "SpaceConfig",
     "TrainConfig",
+    "check_network_size",
 ]
 
 ESTIMATORS = ("reparametrization", "discrete", "policy_gradient")
@@ -36,11 +43,34 @@ SEPARATIONS = ("all", "size", "flops", "mac")
 BUDGET_METRICS = ("params", "flops", "mac")
 BUDGET_SEPARATION = {"params": "size", "flops": "flops", "mac": "mac"}
 DATASETS = ("cifar10", "digits", "synthetic", "imagenet")
+# Bounds that no experiment reaches (the paper's largest network: 20 cells of C=48 on 224-pixel
+# images), so a typo or a hostile value stops here instead of hanging or exhausting memory;
+# whether a supernet within them fits the machine is checked when it is built.
+MAX_LAYERS = 100
+MAX_CHANNELS = 1024
+MAX_IMAGE_SIDE = 1024
+MAX_BATCH = 65536
+MAX_EPOCHS = 100_000
+MAX_COUNT = 10**9  # steps, logging and checkpoint intervals, data.limit
+MAX_SEED = 2**32 - 1  # numpy and scikit-learn refuse larger seeds; torch gets seed*100003+epoch
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d{1,4})?")
 
 
 def _check(ok: bool, field_name: str, message: str) -> None:
     if not ok:
         raise ConfigError(field_name, message)
+
+
+def _in_range(value: int, low: int, high: int, field_name: str, note: str = "") -> None:
+    _check(low <= value <= high, field_name, f"must be in [{low}, {high}]{note} (got {value})")
+
+
+def check_network_size(layers: int, init_channels: int, prefix: str) -> None:
+    """Cells and width of any network built here: bounded, and C even (a reduction cell's
+    factorized reduce splits its channels in two halves)."""
+    _in_range(layers, 1, MAX_LAYERS, f"{prefix}layers")
+    _in_range(init_channels, 2, MAX_CHANNELS, f"{prefix}init_channels")
+    _check(init_channels % 2 == 0, f"{prefix}init_channels", f"must be even (got {init_channels})")
 
 
 def _one_of(value: str, allowed: tuple[str, ...], field_name: str) -> None:
@@ -63,10 +93,8 @@ class SpaceConfig:
     alpha_init_std: float = 0.01
 
     def __post_init__(self) -> None:
-        _check(self.layers >= 1, "space.layers", "must be >= 1")
-        _check(self.init_channels >= 2, "space.init_channels", "must be >= 2")
-        _check(self.init_channels % 2 == 0, "space.init_channels", "must be even")
-        _check(self.stem_multiplier >= 1, "space.stem_multiplier", "must be >= 1")
+        check_network_size(self.layers, self.init_channels, "space.")
+        _in_range(self.stem_multiplier, 1, 16, "space.stem_multiplier")
         _check(len(self.primitives) >= 2, "space.primitives", "needs at least 2 ops")
         _check(
             len(set(self.primitives)) == len(self.primitives), "space.primitives", "has duplicates"
@@ -122,12 +150,15 @@ class CostConfig:
         _check(self.ratio >= 0, "cost.ratio", "must be >= 0")
         _check(self.budget >= 0, "cost.budget", f"must be >= 0 (got {self.budget}; 0 = no budget)")
         _one_of(self.budget_metric, BUDGET_METRICS, "cost.budget_metric")
-        _check(self.budget_layers >= 0, "cost.budget_layers", "must be >= 0 (0 = search.layers)")
-        _check(
-            self.budget_init_channels >= 0,
+        _in_range(self.budget_layers, 0, MAX_LAYERS, "cost.budget_layers", " (0 = space.layers)")
+        _in_range(
+            self.budget_init_channels,
+            0,
+            MAX_CHANNELS,
             "cost.budget_init_channels",
-            "must be >= 0 (0 = space.init_channels)",
+            " (0 = space.init_channels)",
         )
+        _check(self.budget_init_channels % 2 == 0, "cost.budget_init_channels", "must be even")
         _check(self.budget_gain > 0, "cost.budget_gain", "must be > 0")
         if self.budget > 0:
             wanted = BUDGET_SEPARATION[self.budget_metric]
@@ -171,6 +202,11 @@ class OptimConfig:
         _one_of(self.arch_optimizer, ("adamw", "adam", "sgd"), "optim.arch_optimizer")
         _check(self.arch_lr >= 0, "optim.arch_lr", "must be >= 0")
         _check(len(self.arch_betas) == 2, "optim.arch_betas", "needs two values")
+        _check(
+            all(0.0 <= b < 1.0 for b in self.arch_betas),
+            "optim.arch_betas",
+            f"each must be in [0, 1) as Adam requires (got {list(self.arch_betas)})",
+        )
         _check(self.arch_weight_decay >= 0, "optim.arch_weight_decay", "must be >= 0")
         _check(self.arch_grad_clip > 0, "optim.arch_grad_clip", "must be > 0")
 
@@ -188,12 +224,12 @@ class SearchConfig:
     channels_last: bool = True  # NHWC tensors: 1.4x faster depthwise convs on CPU (see bench)
 
     def __post_init__(self) -> None:
-        _check(self.epochs >= 1, "search.epochs", "must be >= 1")
-        _check(self.batch_size >= 1, "search.batch_size", "must be >= 1")
+        _in_range(self.epochs, 1, MAX_EPOCHS, "search.epochs")
+        _in_range(self.batch_size, 1, MAX_BATCH, "search.batch_size")
         _one_of(self.derivation, ("snas", "top2"), "search.derivation")
-        _check(self.steps_per_epoch >= 0, "search.steps_per_epoch", "must be >= 0")
-        _check(self.eval_batch_size >= 1, "search.eval_batch_size", "must be >= 1")
-        _check(self.log_every >= 1, "search.log_every", "must be >= 1")
+        _in_range(self.steps_per_epoch, 0, MAX_COUNT, "search.steps_per_epoch", " (0 = all)")
+        _in_range(self.eval_batch_size, 1, MAX_BATCH, "search.eval_batch_size")
+        _in_range(self.log_every, 1, MAX_COUNT, "search.log_every")
 
 
 @dataclass(frozen=True)
@@ -216,11 +252,12 @@ class DatasetConfig:
     def __post_init__(self) -> None:
         _one_of(self.name, DATASETS, "data.name")
         _check(0.0 < self.val_fraction < 1.0, "data.val_fraction", "must be in (0, 1)")
-        _check(self.limit >= 0, "data.limit", "must be >= 0 (0 = all)")
-        _check(self.image_size >= 0, "data.image_size", "must be >= 0 (0 = native)")
-        _check(self.cutout >= 0, "data.cutout", "must be >= 0")
-        _check(self.synthetic_size >= 4, "data.synthetic_size", "must be >= 4")
-        _check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
+        _in_range(self.split_seed, 0, MAX_SEED, "data.split_seed")
+        _in_range(self.limit, 0, MAX_COUNT, "data.limit", " (0 = all)")
+        _in_range(self.image_size, 0, MAX_IMAGE_SIDE, "data.image_size", " (0 = native)")
+        _in_range(self.cutout, 0, MAX_IMAGE_SIDE, "data.cutout")
+        _in_range(self.synthetic_size, 4, 100_000, "data.synthetic_size")
+        _in_range(self.num_workers, 0, 128, "data.num_workers")
 
 
 @dataclass(frozen=True)
@@ -231,7 +268,7 @@ class OutputConfig:
     checkpoint_every: int = 1
 
     def __post_init__(self) -> None:
-        _check(self.checkpoint_every >= 1, "output.checkpoint_every", "must be >= 1")
+        _in_range(self.checkpoint_every, 1, MAX_COUNT, "output.checkpoint_every")
 
 
 @dataclass(frozen=True)
@@ -263,11 +300,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check(bool(self.genotype), "train.genotype", "must name a genotype or a file")
         _one_of(self.network, ("cifar", "imagenet"), "train.network")
-        _check(self.init_channels >= 2, "train.init_channels", "must be >= 2")
-        _check(self.layers >= 1, "train.layers", "must be >= 1")
-        _check(self.epochs >= 1, "train.epochs", "must be >= 1")
-        _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
-        _check(self.eval_batch_size >= 1, "train.eval_batch_size", "must be >= 1")
+        check_network_size(self.layers, self.init_channels, "train.")
+        _in_range(self.epochs, 1, MAX_EPOCHS, "train.epochs")
+        _in_range(self.batch_size, 1, MAX_BATCH, "train.batch_size")
+        _in_range(self.eval_batch_size, 1, MAX_BATCH, "train.eval_batch_size")
         _check(self.lr > 0, "train.lr", "must be > 0")
         _one_of(self.lr_schedule, ("cosine", "step"), "train.lr_schedule")
         _check(0 <= self.lr_min <= self.lr, "train.lr_min", "must be in [0, train.lr]")
@@ -278,8 +314,8 @@ class TrainConfig:
         _check(self.auxiliary_weight >= 0, "train.auxiliary_weight", "must be >= 0")
         _check(0.0 <= self.drop_path_prob < 1.0, "train.drop_path_prob", "must be in [0, 1)")
         _check(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", "must be in [0, 1)")
-        _check(self.steps_per_epoch >= 0, "train.steps_per_epoch", "must be >= 0")
-        _check(self.log_every >= 1, "train.log_every", "must be >= 1")
+        _in_range(self.steps_per_epoch, 0, MAX_COUNT, "train.steps_per_epoch", " (0 = all)")
+        _in_range(self.log_every, 1, MAX_COUNT, "train.log_every")
 
 
 @dataclass(frozen=True)
@@ -298,8 +334,11 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        _in_range(self.seed, 0, MAX_SEED, "seed")
+        # The form only: whether this machine has the device is checked where it is resolved,
+        # since submit, a GPU-less head and every worker validate the same config.
         _check(
-            self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
+            _DEVICE.fullmatch(self.device) is not None,
             "device",
             f"unknown device {self.device!r} (allowed: auto, cpu, cuda, cuda:N, mps)",
         )

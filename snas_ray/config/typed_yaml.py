@@ -1,7 +1,8 @@
 """YAML values checked against dataclass annotations: the parsing under ``snas_ray.config``.
 
 Generic over any tree of frozen dataclasses; knows nothing of the experiment's sections. Values
-come from ``yaml.safe_load`` only (never ``eval``); every error is a one-line
+come from PyYAML's safe loader only (never ``eval``), which here also refuses a repeated key;
+numbers must be finite; every error is a one-line
 :class:`~snas_ray.errors.ConfigError` naming the dotted field.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -19,13 +21,64 @@ import yaml
 from snas_ray.errors import ConfigError
 
 __all__ = [
+    "MAX_INT",
     "build_section",
     "dump_value",
+    "parse_override_value",
+    "parse_yaml",
     "read_yaml_mapping",
     "set_dotted",
     "to_plain",
     "unknown_key",
 ]
+
+MAX_INT = 2**63 - 1  # no config integer may exceed what torch and numpy hold in an int64
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping holding the same key twice (PyYAML keeps the
+    last one silently, so a config's first setting would vanish without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key; the base class reports it
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, where: str, field_name: str) -> Any:
+    """``text`` parsed as YAML (safe types only, no duplicate keys); a :class:`ConfigError`
+    naming ``field_name`` and ``where`` (a file, a line) when it is not valid YAML."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None)
+        detail = f": {problem}" if problem and "duplicate key" in problem else ""
+        raise ConfigError(field_name, f"{where} is not valid YAML{at}{detail}") from None
+    except RecursionError:
+        raise ConfigError(field_name, f"{where} is nested too deeply") from None
+
+
+def parse_override_value(raw: str, key: str) -> Any:
+    """The value of ``--set key=raw``: YAML where it parses (``1e-3``, ``[0.5, 0.9]``), else the
+    text itself; a flow mapping with a repeated key is an error naming ``key``."""
+    try:
+        return yaml.load(raw, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.constructor.ConstructorError as exc:
+        raise ConfigError(key, f"{exc.problem} in {raw!r}") from None
+    except (yaml.YAMLError, RecursionError):
+        return raw
 
 
 def to_plain(value: Any) -> Any:
@@ -97,10 +150,14 @@ def _coerce(hint: Any, value: Any, name: str) -> Any:
             value = _maybe_number(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(name, f"expected a number, got {value!r}")
+        if not math.isfinite(value) or abs(value) > 1e300:  # 10**400 is an int, inf as a float
+            raise ConfigError(name, f"expected a finite number, got {value!r}")
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(name, f"expected an integer, got {value!r}")
+        if abs(value) > MAX_INT:
+            raise ConfigError(name, f"{value} is out of range (at most {MAX_INT} in magnitude)")
         return value
     if hint is bool:
         if not isinstance(value, bool):
@@ -146,19 +203,24 @@ def _maybe_number(text: str) -> Any:
         return text
 
 
-def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
-    """The mapping a YAML config file holds (``safe_load`` only); one-line errors."""
+def read_yaml_mapping(path: str | Path, field_name: str = "--config") -> dict[str, Any]:
+    """The mapping a YAML file holds (safe types only, no duplicate keys); every problem is a
+    one-line :class:`ConfigError` naming ``field_name``: missing, not a regular file,
+    unreadable, not UTF-8, not YAML, or not a mapping."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError("--config", f"file not found: {p}")
+    if not p.exists():
+        raise ConfigError(field_name, f"file not found: {p}")
+    if not p.is_file():  # a folder, or a FIFO that would block the read forever
+        raise ConfigError(field_name, f"{p} is not a regular file")
     try:
-        loaded = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        where = f" at line {line + 1}" if line is not None else ""
-        raise ConfigError("--config", f"{p} is not valid YAML{where}") from None
+        text = p.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(field_name, f"cannot read {p}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(field_name, f"{p} is not UTF-8 text (byte {exc.start})") from None
+    loaded = parse_yaml(text, str(p), field_name)
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise ConfigError("--config", f"{p} must hold a mapping of sections")
+        raise ConfigError(field_name, f"{p} must hold a mapping of sections")
     return loaded

@@ -1,4 +1,5 @@
-"""CIFAR-10 through torchvision: python-version batch files, augmentation, cutout (spec §6.1)."""
+"""CIFAR-10: python-version batch files read by a restricted unpickler, augmentation, cutout
+(spec §6.1). torchvision's CIFAR10 class downloads the archive; it never unpickles a file."""
 
 from __future__ import annotations
 
@@ -9,16 +10,18 @@ import os
 import pickle
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torchvision import datasets, transforms
+from torchvision.datasets.vision import VisionDataset
 
 from snas_ray.config import DatasetConfig
 from snas_ray.data.splits import DataSplits, TransformedSubset, limit_indices, val_count
 from snas_ray.errors import DataError
 
-__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "build_cifar10"]
+__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "build_cifar10", "read_cifar_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,21 +53,92 @@ def _missing_files(folder: Path) -> list[Path]:
     return [p for p in paths if not (p.is_file() and os.access(p, os.R_OK))]
 
 
-class _CIFAR10Files(datasets.CIFAR10):
-    """torchvision's CIFAR10 minus the MD5 checks on files already on disk.
+# Everything a CIFAR-10 python-version file may name: numpy's array and scalar reconstruction,
+# under numpy 1's module name (the published files) and numpy 2's (files numpy 2 writes).
+_ALLOWED_GLOBALS = frozenset(
+    [
+        (f"numpy.{core}.multiarray", name)
+        for core in ("core", "_core")
+        for name in ("_reconstruct", "scalar")
+    ]
+    + [("numpy", "ndarray"), ("numpy", "dtype")]
+)
 
-    Files written by tests (or re-pickled by users) fail torchvision's MD5 check although they are
-    valid; presence and readability are enough here. A missing folder still goes through the real
-    ``download()``, which verifies the archive's MD5.
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Admits dicts, lists, tuples, bytes, str, numbers and numpy arrays, nothing else: a
+    planted file in a shared ``data.root`` must not run code in every search."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR-10 file never holds")
+
+
+def read_cifar_file(path: Path) -> dict[str, Any]:
+    """One CIFAR-10 python-version file, through :class:`_CifarUnpickler`; a :class:`DataError`
+    naming the file when it is unreadable, refused or not a mapping."""
+    try:
+        with path.open("rb") as f:
+            entry = _CifarUnpickler(f, encoding="latin1").load()
+        if not isinstance(entry, dict):
+            raise ValueError(f"holds a {type(entry).__name__}, not a dict")
+        return entry
+    except Exception as exc:  # noqa: BLE001 - a corrupt pickle fails in a dozen ways
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: Path, exc: Exception) -> DataError:
+    detail = (str(exc).strip().splitlines() or [""])[0][:160]
+    return DataError(
+        f"data.root: cannot read CIFAR-10 file '{path}' ({type(exc).__name__}: {detail}; "
+        "replace it with the original, e.g. delete it and set data.download=true)"
+    )
+
+
+def _batch(path: Path) -> tuple[np.ndarray, list[int]]:
+    entry = read_cifar_file(path)
+    try:
+        data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = [int(y) for y in entry["labels"]]
+        if len(labels) != len(data) or not all(0 <= y < 10 for y in labels):
+            raise ValueError(f"{len(labels)} labels in 0..9 for {len(data)} images expected")
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise _unreadable(path, exc) from None
+    return data, labels
+
+
+class _CIFAR10Files(datasets.CIFAR10):
+    """torchvision's CIFAR10 (its download, ``__getitem__`` and attributes) with files read by
+    :func:`read_cifar_file` instead of ``pickle.load``, and no MD5 check of files on disk.
+
+    ``__init__`` is ours, so torchvision never unpickles anything. Files written by tests (or
+    re-pickled by users) fail torchvision's MD5 check although they are valid; presence and
+    readability are enough here. A missing folder still goes through the real ``download()``,
+    which verifies the archive's MD5.
     """
+
+    def __init__(self, root: str, *, train: bool, download: bool) -> None:
+        VisionDataset.__init__(self, root)  # not CIFAR10.__init__, which unpickles unchecked
+        self.train = train
+        if download:
+            self.download()
+        folder = Path(self.root, self.base_folder)
+        if _missing_files(folder):
+            raise FileNotFoundError(folder)
+        names = [n for n, _ in (self.train_list if train else self.test_list)]
+        batches = [_batch(folder / name) for name in names]
+        self.data = np.concatenate([d for d, _ in batches]).transpose((0, 2, 3, 1))  # HWC
+        self.targets = [y for _, labels in batches for y in labels]
+        meta = folder / self.meta["filename"]
+        names = read_cifar_file(meta).get(self.meta["key"])
+        if not isinstance(names, list) or len(names) != 10:
+            raise _unreadable(meta, ValueError(f"no list of 10 {self.meta['key']}"))
+        self.classes = [str(n) for n in names]
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
 
     def _check_integrity(self) -> bool:
         return not _missing_files(Path(self.root, self.base_folder))
-
-    def _load_meta(self) -> None:
-        with Path(self.root, self.base_folder, self.meta["filename"]).open("rb") as f:
-            self.classes = list(pickle.load(f, encoding="latin1")[self.meta["key"]])
-        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
 
 
 def _cifar_transforms(cfg: DatasetConfig) -> tuple[Callable, Callable]:
@@ -86,13 +160,17 @@ def _load_cifar10(cfg: DatasetConfig, train: bool) -> _CIFAR10Files:
     if _missing_files(folder) and not cfg.download:
         raise not_found
     try:
-        with _download_lock(Path(cfg.root), wanted=_missing_files(folder)):
+        with _download_lock(Path(cfg.root), wanted=bool(_missing_files(folder))):
             return _CIFAR10Files(cfg.root, train=train, download=cfg.download)
-    except Exception as exc:  # download and unpickling fail in many ways
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the download fails in many ways
         if _missing_files(folder):  # the download itself failed (offline, refused, bad MD5)
             logger.warning("CIFAR-10 download into %s failed: %s", cfg.root, exc)
             raise not_found from exc
-        raise _corrupt_file_error(folder, exc) from exc
+        raise DataError(
+            f"data.root: cannot load CIFAR-10 from '{folder}' ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 @contextlib.contextmanager
@@ -109,29 +187,6 @@ def _download_lock(root: Path, *, wanted: bool) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _corrupt_file_error(folder: Path, exc: Exception) -> DataError:
-    """Names the first CIFAR-10 file that does not unpickle to what torchvision expects."""
-    batches = [n for n, _ in _CIFAR10Files.train_list + _CIFAR10Files.test_list]
-    for name in [*batches, _CIFAR10Files.meta["filename"]]:
-        try:
-            with (folder / name).open("rb") as f:
-                entry = pickle.load(f, encoding="latin1")
-            if name in batches:
-                np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-                len(entry["labels"])
-            else:
-                len(entry[_CIFAR10Files.meta["key"]])
-        except Exception as file_exc:  # any failure makes this file unusable
-            return DataError(
-                f"data.root: cannot read CIFAR-10 file '{folder / name}' "
-                f"({type(file_exc).__name__}: {file_exc}; replace it with the original, "
-                "e.g. delete it and set data.download=true)"
-            )
-    return DataError(
-        f"data.root: cannot load CIFAR-10 from '{folder}' ({type(exc).__name__}: {exc})"
-    )
 
 
 def build_cifar10(cfg: DatasetConfig) -> DataSplits:

@@ -27,7 +27,8 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from snas_ray.config import ExperimentConfig, resolve_paths
 from snas_ray.distributed.failures import failure_line
 from snas_ray.distributed.worker import JOBS, train_fn_per_worker
-from snas_ray.engine.checkpoint import load_checkpoint
+from snas_ray.engine.checkpoint import load_latest_checkpoint
+from snas_ray.engine.runfolder import check_no_orphan_results
 from snas_ray.engine.state import check_resumable
 from snas_ray.errors import DistributedRunError, SnasRayError
 from snas_ray.layout import RunPaths, atomic_write_text
@@ -212,8 +213,14 @@ def launch(
     options = dataclasses.replace(options, storage=absolute_storage(options.storage))
     cfg = resolve_paths(cfg)  # Train runs its workers in another working directory
     paths = RunPaths(Path(out).resolve()).make()
-    if paths.last_checkpoint.is_file():  # fail here, not once per restart in every worker
-        check_resumable(job, cfg.to_dict(), load_checkpoint(paths.last_checkpoint))
+    found = load_latest_checkpoint(paths.last_checkpoint)
+    if found is not None:  # fail here, not once per restart in every worker
+        check_resumable(job, cfg.to_dict(), found[0])
+    elif (
+        options.storage is None
+        and not (paths.ray_storage / (options.name or run_name(out))).exists()
+    ):
+        check_no_orphan_results(paths, cfg.to_dict())  # nothing to resume: do not overwrite
     started = connect(options.address)
     try:
         result = fit(cfg, paths, options, job=job, train_fn=train_fn)

@@ -19,7 +19,6 @@ their run folder's last checkpoint, errored ones are retried.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -30,7 +29,7 @@ import ray
 import yaml
 from ray import tune
 
-from snas_ray.config import config_difference, resolve_paths
+from snas_ray.config import config_difference, read_config_file, resolve_paths
 from snas_ray.distributed.launch import absolute_storage, connect
 from snas_ray.distributed.sweep_plan import (
     DRIVER_CPU,
@@ -38,17 +37,23 @@ from snas_ray.distributed.sweep_plan import (
     driver_resources,
     repeats_warning,
 )
-from snas_ray.distributed.sweep_trial import sweep_trial, trial_index
-from snas_ray.errors import SweepError
-from snas_ray.layout import atomic_write_json, atomic_write_text
-from snas_ray.sweep_spec import SweepSpec, sweep_from_dict, trial_dirname
+from snas_ray.distributed.sweep_rows import (
+    RESULTS_FILE,
+    format_rows,
+    raise_for_unfinished,
+    summarize,
+    summarize_from_folders,
+)
+from snas_ray.distributed.sweep_trial import sweep_trial
+from snas_ray.errors import ConfigError, SweepError
+from snas_ray.layout import atomic_write_text
+from snas_ray.sweep_spec import SweepSpec, sweep_from_dict
 
-__all__ = ["SweepError", "format_rows", "max_concurrent_trials", "run_sweep"]
+__all__ = ["RESULTS_FILE", "SweepError", "format_rows", "max_concurrent_trials", "run_sweep"]
 
 logger = logging.getLogger(__name__)
 
 SPEC_FILE = "sweep.yaml"
-RESULTS_FILE = "sweep_results.json"
 TUNE_DIR = "tune"
 
 
@@ -132,11 +137,10 @@ def _prepare_folder(spec: SweepSpec, out: Path, resume: bool | None) -> bool:
     restorable = tune.Tuner.can_restore(str(out / TUNE_DIR))
     if resume and not restorable:
         raise SweepError(f"--resume: {out} holds no sweep to continue (run without --resume)")
-    if spec_file.is_file():
-        saved = sweep_from_dict(yaml.safe_load(spec_file.read_text()))
-        diff = config_difference(spec.base.to_dict(), saved.base.to_dict())
-        if diff is not None or saved.params != spec.params:
-            what = f"{diff[0]}={diff[1]!r} there, {diff[2]!r} here" if diff else "sweep: differs"
+    if spec_file.exists():
+        saved = _saved_sweep(spec_file)
+        what = _first_difference(saved, spec)
+        if what is not None:
             raise SweepError(f"{out} holds a different sweep ({what}); choose another --out")
         if restorable and saved.options != spec.options:
             logger.warning(
@@ -152,51 +156,35 @@ def _prepare_folder(spec: SweepSpec, out: Path, resume: bool | None) -> bool:
     return restorable
 
 
+def _saved_sweep(spec_file: Path) -> SweepSpec:
+    """The sweep a folder's ``sweep.yaml`` describes; one line when it is not one."""
+    try:
+        return sweep_from_dict(read_config_file(spec_file))
+    except ConfigError as exc:
+        why = exc.message if exc.field_name == "--config" else f"{exc.field_name}: {exc.message}"
+        raise SweepError(
+            f"{spec_file} does not hold a readable sweep ({why}); the folder is not a sweep's "
+            "or the file was damaged: choose another --out"
+        ) from None
+
+
+def _first_difference(saved: SweepSpec, spec: SweepSpec) -> str | None:
+    """The first setting that makes ``spec`` another sweep than ``saved``, as words."""
+    diff = config_difference(spec.base.to_dict(), saved.base.to_dict())
+    if diff is not None:
+        return f"{diff[0]}={diff[1]!r} there, {diff[2]!r} here"
+    there = {p.key: p.to_dict() for p in saved.params}
+    here = {p.key: p.to_dict() for p in spec.params}
+    for key in [*there, *(k for k in here if k not in there)]:
+        if there.get(key) != here.get(key):
+            return f"sweep.{key}={there.get(key)!r} there, {here.get(key)!r} here"
+    return None
+
+
 def _absolute_roots(spec: SweepSpec) -> SweepSpec:
     # Trials run in Tune's trial folders, not in the caller's cwd (config.paths); a swept path
     # value is resolved by the trial against the driver's folder (sweep_trial's ``workdir``).
     return SweepSpec(resolve_paths(spec.base), spec.params, spec.options)
-
-
-def _summarize(results: Any, spec: SweepSpec, out: Path) -> list[dict[str, Any]]:
-    rows = []
-    for result in results:
-        metrics = result.metrics or {}
-        settings = {p.key: result.config.get(p.key) for p in spec.params}
-        run_dir = metrics.get("run_dir")  # in the final report; stopped trials never send it
-        if run_dir is None and metrics.get("trial_id"):
-            folder = out / "runs" / trial_dirname(trial_index(metrics["trial_id"]), settings)
-            run_dir = str(folder) if folder.is_dir() else None
-        summary: dict[str, Any] = {}
-        if run_dir and (Path(run_dir) / "result.json").is_file():
-            summary = json.loads((Path(run_dir) / "result.json").read_text())
-        rows.append(
-            {
-                "trial": Path(result.path).name if result.path else None,
-                "run_dir": run_dir,
-                "settings": settings,
-                "status": "error" if result.error else ("done" if summary else "stopped"),
-                "error": str(result.error).strip().splitlines()[-1][:300] if result.error else None,
-                "val_acc": summary.get("val_acc"),
-                "params": summary.get("params"),
-                "flops": summary.get("flops"),
-                "epochs_done": summary.get("epochs_done", metrics.get("epoch", 0)),  # 1-based
-            }
-        )
-    rows.sort(key=lambda r: r["run_dir"] or "")
-    atomic_write_json(out / RESULTS_FILE, rows)
-    return rows
-
-
-def format_rows(rows: list[dict[str, Any]]) -> str:
-    """A plain table of the trials, for the terminal."""
-    lines = [f"{'run':<48} {'status':<8} {'val_acc':>8} {'params':>10}"]
-    for r in rows:
-        name = Path(r["run_dir"]).name if r["run_dir"] else str(r["settings"])
-        acc = f"{r['val_acc']:.4f}" if r["val_acc"] is not None else "-"
-        params = f"{r['params']:,}" if r["params"] is not None else "-"
-        lines.append(f"{name[:48]:<48} {r['status']:<8} {acc:>8} {params:>10}")
-    return "\n".join(lines)
 
 
 def _tuner(spec: SweepSpec, out: Path, *, restorable: bool, limit: int, **trial: Any) -> Any:
@@ -230,33 +218,34 @@ def _tuner(spec: SweepSpec, out: Path, *, restorable: bool, limit: int, **trial:
     )
 
 
+class _OurInterruptWords(logging.Filter):
+    """Tune's interrupt messages point at ``Tuner.restore()``; a sweep continues when the same
+    command runs again, which the CLI's last line says. The stop notice is reworded."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if "Stop signal received" in text:
+            record.msg = "interrupted: stopping the trials and saving the sweep (Ctrl-C again: now)"
+            record.args = ()
+            return True
+        return not any(s in text for s in ("Tuner.restore", "Trials did not complete"))
+
+
 def _fit_classic_output(tuner: Any) -> Any:
     # Our progress table (chosen columns) needs Tune's classic reporter, for this call only.
     saved = os.environ.get("RAY_AIR_NEW_OUTPUT")
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    words = _OurInterruptWords()
+    tune_logger = logging.getLogger("ray.tune.tune")  # where Tune logs its interrupt messages
+    tune_logger.addFilter(words)
     try:
         return tuner.fit()
     finally:
+        tune_logger.removeFilter(words)
         if saved is None:
             os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
         else:
             os.environ["RAY_AIR_NEW_OUTPUT"] = saved
-
-
-def _raise_for_unfinished(rows: list[dict[str, Any]], spec: SweepSpec) -> None:
-    failed = [r for r in rows if r["status"] == "error"]
-    if failed:
-        raise SweepError(
-            f"{len(failed)} of {len(rows)} trials failed ({failed[0]['error']}); "
-            "run the same command again to retry them"
-        )
-    unfinished = sum(r["status"] == "stopped" for r in rows)
-    if unfinished and not spec.options.early_stopping:
-        # Without a scheduler only an interrupt (Ctrl-C) leaves a trial unfinished.
-        raise SweepError(
-            f"{unfinished} of {len(rows)} trials unfinished (interrupted); "
-            "run the same command again to continue them"
-        )
 
 
 def run_sweep(
@@ -279,6 +268,36 @@ def run_sweep(
     out = Path(out).resolve()
     restorable = _prepare_folder(spec, out, resume)
     spec = _absolute_roots(spec)
+    rows: list[dict[str, Any]] | None = None
+    try:
+        results = _fit(
+            spec, out, restorable=restorable, address=address, storage=storage, verbose=verbose
+        )
+        rows = summarize(results, spec, out)
+        if collect and any(r["status"] == "done" for r in rows):
+            from snas_ray.results import collect as collect_runs
+
+            collect_runs(out).write(out / "collect")  # finds runs/ and skips Tune's folders
+    except KeyboardInterrupt:
+        # A second Ctrl-C (Tune takes the first and returns its results) or one outside the
+        # fit: the trials' states come from their run folders.
+        if rows is None:
+            summarize_from_folders(spec, out)
+        raise
+    raise_for_unfinished(rows, spec)
+    return rows
+
+
+def _fit(
+    spec: SweepSpec,
+    out: Path,
+    *,
+    restorable: bool,
+    address: str | None,
+    storage: str | None,
+    verbose: bool,
+) -> Any:
+    """Connect (or start a local cluster), run the Tuner, disconnect what was started."""
     opts = spec.options
     # A nested trial holds a sliver of CPU while its workers hold theirs: one more logical CPU.
     nested = opts.workers_per_trial > 1
@@ -306,17 +325,10 @@ def run_sweep(
             log_level=level,
             workdir=os.getcwd(),
         )
-        results = _fit_classic_output(tuner)
+        return _fit_classic_output(tuner)
     finally:
         if started:
             ray.shutdown()
-    rows = _summarize(results, spec, out)
-    if collect and any(r["status"] == "done" for r in rows):
-        from snas_ray.results import collect as collect_runs
-
-        collect_runs(out).write(out / "collect")  # finds runs/ and skips Tune's folders
-    _raise_for_unfinished(rows, spec)
-    return rows
 
 
 def _scheduler(spec: SweepSpec) -> Any:

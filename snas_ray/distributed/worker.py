@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler
 from snas_ray.config import ExperimentConfig
 from snas_ray.data import build_datasets, make_loader
 from snas_ray.distributed.failures import run_reporting_root_cause
-from snas_ray.engine.checkpoint import load_checkpoint, save_checkpoint
+from snas_ray.engine.checkpoint import load_checkpoint, load_latest_checkpoint, save_checkpoint
 from snas_ray.engine.hooks import CheckpointHook
 from snas_ray.engine.loop import EpochLoop, EpochRecord, HookBase, identity
 from snas_ray.engine.runfolder import folder_hooks, run_hooks, write_config
@@ -100,15 +100,17 @@ def _gather_rng(device: torch.device, world: int) -> list[dict[str, torch.Tensor
 
 
 def restore(loop: EpochLoop, paths: RunPaths, rank: int, world: int) -> None:
-    """Load the newest of Ray's latest checkpoint and the run folder's ``last.pt``, then this
-    rank's random streams (reseeded from the epoch when saved by another world size)."""
+    """Load the newest of Ray's latest checkpoint and the run folder's ``last.pt`` (``previous.pt``
+    when ``last.pt`` is unreadable), then this rank's random streams (reseeded from the epoch
+    when saved by another world size)."""
     state, source = None, ""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             state = load_checkpoint(Path(folder) / STATE_FILE)
         source = checkpoint.path
-    local = load_checkpoint(paths.last_checkpoint) if paths.last_checkpoint.is_file() else None
+    found = load_latest_checkpoint(paths.last_checkpoint)  # previous.pt if last.pt is corrupt
+    local, local_path = found if found is not None else (None, None)
     if world > 1:
         # last.pt counts only when every rank sees the same one (a shared run folder).
         epoch = torch.tensor(local["epoch"] if local else -1, device=loop.device)
@@ -117,7 +119,7 @@ def restore(loop: EpochLoop, paths: RunPaths, rank: int, world: int) -> None:
         if int(both[0]) != -int(both[1]):
             local = None
     if local is not None and (state is None or local["epoch"] > state["epoch"]):
-        state, source = local, str(paths.last_checkpoint)
+        state, source = local, str(local_path)
     if state is None:
         return
     loop.load_state_dict(state)

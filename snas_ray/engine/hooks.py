@@ -1,4 +1,5 @@
-"""The checkpoint hook: ``checkpoints/last.pt`` every ``checkpoint_every`` epochs and at the end."""
+"""The checkpoint hook: ``checkpoints/last.pt`` every ``checkpoint_every`` epochs and at the end,
+the one it replaces kept as ``checkpoints/previous.pt``."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ def checkpoint_due(loop: EpochLoop, every: int) -> bool:
 
 
 class CheckpointHook(HookBase):
-    """Atomically saves the loop's state to ``path`` when :func:`checkpoint_due`.
+    """Atomically saves the loop's state to ``path`` when :func:`checkpoint_due`, keeping the
+    checkpoint it replaces as ``previous.pt`` (the fallback when ``last.pt`` is unreadable).
 
     It runs before any reporting hook, so a process killed while reporting keeps the epoch.
     """
@@ -29,7 +31,7 @@ class CheckpointHook(HookBase):
         return checkpoint_due(loop, self.every)
 
     def save(self, state: dict[str, Any]) -> None:
-        save_checkpoint(self.path, state)
+        save_checkpoint(self.path, state, keep_previous=True)
 
     def after_epoch(self, loop: EpochLoop, record: EpochRecord) -> None:
         if self.due(loop):

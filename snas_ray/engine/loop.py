@@ -40,6 +40,9 @@ class NonFiniteError(SnasRayError):
     """A step produced a NaN or infinite metric; the run stops, keeping its last checkpoint."""
 
 
+_KEPT = "stopped (the last checkpoint is kept: lower the learning rates or check the data)"
+
+
 @dataclass
 class EpochRecord:
     """What one finished epoch reports.
@@ -148,6 +151,8 @@ class EpochLoop:
     """
 
     kind: ClassVar[str] = ""
+    # Step metric -> the term it is, for the error that stops a run on a non-finite value.
+    metric_terms: ClassVar[dict[str, str]] = {}
 
     def __init__(
         self,
@@ -253,16 +258,21 @@ class EpochLoop:
         self._check_finite(meter, epoch)
         metrics = meter.mean(self.reduce_mean) | schedule | self.evaluate_epoch(epoch)
         metrics["time/epoch_s"] = time.perf_counter() - start
+        bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+        if bad:  # e.g. an evaluation loss; nothing non-finite reaches a file or a checkpoint
+            raise NonFiniteError(f"epoch {epoch + 1}: {self._terms(bad)} is not finite; {_KEPT}")
         return EpochRecord(epoch, self.global_step, metrics, self.artifacts(), self.texts())
+
+    def _terms(self, keys: list[str]) -> str:
+        named = [f"{k} ({self.metric_terms[k]})" if k in self.metric_terms else k for k in keys]
+        return ", ".join(named) or "a metric"
 
     def _check_finite(self, meter: StepMeter, epoch: int) -> None:
         bad = meter.first_bad()
         if bad is not None:
             index, keys = bad
             raise NonFiniteError(
-                f"epoch {epoch + 1} step {index + 1}: {', '.join(keys) or 'a metric'} is not "
-                "finite; stopped (the last checkpoint is kept: lower the learning rates or check "
-                "the data)"
+                f"epoch {epoch + 1} step {index + 1}: {self._terms(keys)} is not finite; {_KEPT}"
             )
 
     # ------------------------------------------------------------------ state

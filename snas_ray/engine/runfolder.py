@@ -1,4 +1,5 @@
-"""Run a loop into a run folder: resume from ``last.pt``, ``config.yaml``, sinks, checkpoints.
+"""Run a loop into a run folder: resume from ``last.pt`` (or ``previous.pt``), ``config.yaml``,
+sinks, checkpoints; and the device a run asked for, checked against this machine.
 
 Both jobs go through :func:`run_in_folder`; the Ray worker uses :func:`folder_hooks` and
 :func:`write_config` the same way, so every run folder has one layout however it was run.
@@ -7,20 +8,26 @@ Both jobs go through :func:`run_in_folder`; the Ray worker uses :func:`folder_ho
 from __future__ import annotations
 
 import logging
+import os
+import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from snas_ray.engine.checkpoint import load_checkpoint
+from snas_ray.config import config_difference
+from snas_ray.engine.checkpoint import load_latest_checkpoint
 from snas_ray.engine.hooks import CheckpointHook
 from snas_ray.engine.loop import EpochLoop, HookBase
 from snas_ray.engine.sinks import ConsoleSink, JsonlSink, TensorBoardSink
-from snas_ray.errors import ConfigError
+from snas_ray.errors import CheckpointError, ConfigError
 from snas_ray.layout import RunPaths, atomic_write_text
 
 __all__ = [
+    "available_memory",
+    "check_no_orphan_results",
     "folder_hooks",
     "resolve_device",
     "resume_from_folder",
@@ -32,14 +39,57 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` means CUDA when present, else CPU; anything else is taken as given."""
+_DEVICE = re.compile(r"(cpu|mps|cuda)(:(\d{1,4}))?")
+
+
+def resolve_device(name: str, field_name: str = "device") -> torch.device:
+    """``auto`` means CUDA when present, else CPU; anything else must exist on this machine.
+
+    Checked here, where a run builds its model, rather than when its config is validated: the
+    same config is read on a laptop by ``submit``, on a GPU-less head and in every worker.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device", f"{name} requested but CUDA is not available (use cpu or auto)")
-    return device
+    match = _DEVICE.fullmatch(name)
+    if match is None:
+        raise ConfigError(field_name, f"unknown device {name!r} (allowed: auto, cpu, cuda, cuda:N)")
+    kind, index = match.group(1), match.group(3)
+    if kind == "cpu" and index not in (None, "0"):
+        raise ConfigError(field_name, f"{name}: there is one CPU device (use cpu)")
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(field_name, f"{name} requested but CUDA is not available (use cpu)")
+        if index is not None and int(index) >= count:
+            raise ConfigError(
+                field_name, f"{name}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}"
+            )
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(field_name, f"{name} requested but MPS is not available (use cpu)")
+    return torch.device(name)
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes a new model could still take on ``device`` (free GPU memory; on the CPU the
+    kernel's MemAvailable, capped by a cgroup limit); None when unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type != "cpu":
+        return None
+    try:
+        text = Path("/proc/meminfo").read_text()
+        meminfo = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        free = int(meminfo["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        if limit != "max":
+            free = min(free, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return free
 
 
 def write_config(config: dict[str, Any], paths: RunPaths) -> None:
@@ -48,12 +98,44 @@ def write_config(config: dict[str, Any], paths: RunPaths) -> None:
 
 
 def resume_from_folder(loop: EpochLoop, paths: RunPaths) -> bool:
-    """Load ``paths.last_checkpoint`` into ``loop`` when it exists; True if it did."""
-    if not paths.last_checkpoint.exists():
+    """Load the folder's newest readable checkpoint (``last.pt``, else ``previous.pt``) into
+    ``loop``; True if there was one."""
+    found = load_latest_checkpoint(paths.last_checkpoint)
+    if found is None:
         return False
-    loop.load_state_dict(load_checkpoint(paths.last_checkpoint))
-    logger.info("resuming %s after epoch %d", paths.root, loop.epoch)
+    state, path = found
+    loop.load_state_dict(state)
+    logger.info("resuming %s after epoch %d (%s)", paths.root, loop.epoch, path.name)
     return True
+
+
+def check_no_orphan_results(paths: RunPaths, config: dict[str, Any]) -> None:
+    """Refuse to start from scratch over results an earlier run left without a checkpoint.
+
+    Starting over would empty ``metrics.jsonl`` and mix the old ``result.json`` with a new
+    ``config.yaml``. Allowed: epoch lines of this same run (same ``config.yaml``, unfinished)
+    written before its first checkpoint, which starting over replaces as a resume would.
+    """
+    found = [p.name for p in (paths.result, paths.genotype) if p.is_file()]
+    try:
+        lines = [ln for ln in paths.metrics.read_bytes().splitlines() if ln.strip()]
+    except OSError:
+        lines = []
+    if lines and (found or not _same_run(paths, config)):
+        found.append(f"{len(lines)} epoch line(s) in {paths.metrics.name}")
+    if found:
+        raise CheckpointError(
+            f"{paths.root} holds results of an earlier run ({', '.join(found)}) but no "
+            "checkpoint to continue from; choose another --out, or delete them to start over"
+        )
+
+
+def _same_run(paths: RunPaths, config: dict[str, Any]) -> bool:
+    try:
+        saved = yaml.safe_load(paths.config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(saved, dict) and config_difference(config, saved) is None
 
 
 def folder_hooks(
@@ -88,8 +170,8 @@ def run_in_folder(
 ) -> Any:
     """Resume (when asked and possible), write ``config.yaml``, then train with the folder's
     sinks, the checkpoint hook and ``hooks`` (which run after the checkpoint is saved)."""
-    if resume:
-        resume_from_folder(loop, paths)
+    if not (resume and resume_from_folder(loop, paths)):
+        check_no_orphan_results(paths, loop.config)
     write_config(loop.config, paths)
     checkpoint = CheckpointHook(paths.last_checkpoint, checkpoint_every)
     own = folder_hooks(loop, paths, write=True, tensorboard=tensorboard)

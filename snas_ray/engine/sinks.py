@@ -73,7 +73,8 @@ class JsonlSink(HookBase):
         self.path = Path(path)
         records = []
         if self.path.is_file():
-            for line in self.path.read_text().splitlines():
+            # Undecodable bytes become U+FFFD, so a damaged line is skipped like a torn one.
+            for line in self.path.read_bytes().decode("utf-8", "replace").splitlines():
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError:

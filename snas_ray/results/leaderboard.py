@@ -23,6 +23,7 @@ from snas_ray.results.evaluation import find_evaluations, read_evaluation, summa
 from snas_ray.results.groups import Group, group_runs
 from snas_ray.results.retrained import GenotypeStats
 from snas_ray.results.runs import (
+    ACC_METRICS,
     COLUMN_SETTINGS,
     COSTS,
     Row,
@@ -186,13 +187,17 @@ def collect(path: Path | str, *, metric: str = "val_acc", cost: str = "params") 
         cost: The cost of the front: ``params``, ``flops`` or ``mac``.
 
     Raises:
-        SnasRayError: if ``path`` is not a folder or ``cost`` is unknown.
+        SnasRayError: if ``path`` is not a folder, or ``cost`` or ``metric`` is unknown.
     """
     root = Path(path)
     if not root.is_dir():
         raise SnasRayError(f"collect: {root} is not a folder")
     if cost not in COSTS:
         raise SnasRayError(f"collect: unknown cost {cost!r}; allowed: {', '.join(COSTS)}")
+    if metric not in ACC_METRICS:
+        raise SnasRayError(
+            f"collect: --metric: unknown {metric!r}; allowed: {', '.join(ACC_METRICS)}"
+        )
     rows: list[Row] = []
     skipped: list[Skipped] = []
     warnings: list[str] = []

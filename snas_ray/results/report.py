@@ -8,18 +8,30 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 from typing import Any, Protocol
 
+from snas_ray.errors import SnasRayError
 from snas_ray.genotype import save_genotype
-from snas_ray.layout import atomic_write_json, atomic_write_text
+from snas_ray.layout import atomic_write_json, atomic_write_text, is_temp_file, output_folder
 from snas_ray.results.convergence import plot_budget_convergence
 from snas_ray.results.groups import Group
 from snas_ray.results.plots import draw_cell, plot_pareto
 from snas_ray.results.retrained import GenotypeStats
 from snas_ray.results.runs import COLUMN_SETTINGS, COSTS, Row, Skipped
 
-__all__ = ["Board", "format_count", "format_table", "render_markdown", "write_report"]
+__all__ = [
+    "MANIFEST",
+    "Board",
+    "format_count",
+    "format_table",
+    "render_markdown",
+    "write_report",
+]
+
+MANIFEST = ".collect-files.json"  # what collect wrote into its folder, so it deletes only those
+_OWNED = ("front", "cells")  # sub-folders whose files collect replaces as the front changes
 
 
 class Board(Protocol):
@@ -114,21 +126,55 @@ def _csv(records: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+def _written_before(out: Path) -> set[str]:
+    """The files an earlier collect listed in ``out``'s manifest (none if unreadable)."""
+    try:
+        files = json.loads((out / MANIFEST).read_text(encoding="utf-8")).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {f for f in files if isinstance(f, str)}
+
+
+def _refuse_foreign(out: Path, ours: set[str]) -> None:
+    for folder in _OWNED:
+        if not (out / folder).is_dir():
+            continue
+        foreign = sorted(
+            f"{folder}/{p.name}"
+            for p in (out / folder).iterdir()
+            if f"{folder}/{p.name}" not in ours and not is_temp_file(p.name)
+        )
+        if foreign:
+            raise SnasRayError(
+                f"collect: {out / folder} holds files collect did not write ({foreign[0]}"
+                f"{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}); move them "
+                "or choose another --out"
+            )
+
+
 def write_report(lb: Board, out: Path) -> Path:
     """Writes every collect output into ``out``; returns the path of ``report.md``.
 
     That is leaderboard.json/.csv, front/ (the front's genotypes), cells/ (their diagrams),
-    pareto.png, budget.png (when some run has a budget) and report.md. ``front/`` and
-    ``cells/`` belong to the collector: files an earlier collect left there are replaced. Every
-    file is written atomically.
+    pareto.png, budget.png (when some run has a budget) and report.md, each atomically. A
+    manifest lists them: files an earlier collect wrote and this one does not (runs that left
+    the front) are deleted, and nothing else ever is; a folder whose ``front/`` or ``cells/``
+    holds files of someone else is refused.
     """
+    output_folder(out)
+    before = _written_before(out)
+    _refuse_foreign(out, before)
+    now = {"leaderboard.json", "leaderboard.csv", "pareto.png", "report.md"}
+    if any(r.result.get("budget") for r in lb.rows):
+        now.add("budget.png")
+    for r in lb.front:
+        now |= {f"front/{r.slug}.json", f"cells/{r.slug}-normal.png", f"cells/{r.slug}-reduce.png"}
+    # Listed before they exist, so an interrupted collect never leaves a file of its own
+    # unlisted (which the next collect would refuse as someone else's).
+    atomic_write_json(out / MANIFEST, {"files": sorted(before | now)})
     records = lb.records()
     atomic_write_json(out / "leaderboard.json", records)
     atomic_write_text(out / "leaderboard.csv", _csv(records))
-    for folder, pattern in (("front", "*.json"), ("cells", "*.png")):
-        (out / folder).mkdir(parents=True, exist_ok=True)
-        for old in (out / folder).glob(pattern):
-            old.unlink()
     for r in lb.front:
         save_genotype(r.genotype, out / "front" / f"{r.slug}.json")
         for cell in ("normal", "reduce"):
@@ -146,6 +192,13 @@ def write_report(lb: Board, out: Path) -> Path:
     plot_budget_convergence(lb.rows, out / "budget.png")  # only when some run has a budget
     path = out / "report.md"
     atomic_write_text(path, render_markdown(lb))
+    for name in sorted(before - now):  # runs that left the front; only files, only ours
+        folder, _, file = name.partition("/")
+        ours = folder in _OWNED and file not in ("", ".", "..") and "/" not in file
+        if ours or name == "budget.png":  # budget.png: drawn only while some run has a budget
+            if (out / name).is_file():
+                (out / name).unlink()
+    atomic_write_json(out / MANIFEST, {"files": sorted(now)})
     return path
 
 

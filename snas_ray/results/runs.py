@@ -2,6 +2,9 @@
 
 A run folder is a ``RunPaths``; only ``result.json``, ``genotype.json`` and ``config.yaml`` are
 read. Evaluation folders (``snas-ray evaluate``) are not search runs and are never entered.
+Whatever a run folder holds is checked before it is ranked: accuracies in [0, 1], costs and epoch
+counts non-negative and not absurd, no NaN or infinity, config values that JSON can carry (no YAML
+dates); a folder that fails is skipped, saying why.
 """
 
 from __future__ import annotations
@@ -15,15 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from snas_ray.config import config_difference, flatten
-from snas_ray.errors import GenotypeError
+from snas_ray.config import MAX_INT, config_difference, flatten, parse_yaml
+from snas_ray.errors import ConfigError, GenotypeError
 from snas_ray.genotype import Genotype, read_genotype
 from snas_ray.layout import EVALUATE_SPEC, RunPaths
 from snas_ray.results.retrained import GenotypeStats
 
 __all__ = [
+    "ACC_METRICS",
     "COLUMN_SETTINGS",
     "COSTS",
     "Row",
@@ -33,6 +35,20 @@ __all__ = [
 ]
 
 COSTS = ("params", "flops", "mac")
+# The accuracies collect ranks on: result.json keys of a search or a retraining, or keys of a
+# search's final_metrics. Every one is a fraction in [0, 1].
+ACC_METRICS = (
+    "val_acc",
+    "val_acc_relaxed",
+    "test_acc",
+    "test_acc5",
+    "best_test_acc",
+    "val/acc_child",
+    "val/acc_relaxed",
+    "train/acc1",
+)
+_MAX_COST = 10**18  # params, FLOPs or MAC beyond this are a corrupt file, not a network
+_MAX_EPOCHS = 10**9
 # Config fields every row has a column for; swept fields among them are not repeated.
 COLUMN_SETTINGS = ("seed", "cost.resource_lambda", "cost.estimator")
 _RUN_FILES = ("result.json", "genotype.json", "config.yaml", "metrics.jsonl")
@@ -167,12 +183,11 @@ def _read_row(paths: RunPaths, run: str, metric: str, warnings: list[str]) -> Ro
     missing += [] if metric in result or metric in nested else [metric]
     if missing:
         raise _Broken(f"result.json: missing field {', '.join(map(repr, missing))}")
-    acc = _number(result.get(metric, nested.get(metric)), f"result.json: {metric}")
-    for k in _REQUIRED:
-        _number(result[k], f"result.json: {k}")
+    acc = _fraction(result.get(metric, nested.get(metric)), f"result.json: {metric}")
+    _check_result(result)
     if "epochs" not in result:
         warnings.append(f"{run}: result.json has no 'epochs': whether it finished is unknown")
-    elif result["epochs_done"] < _number(result["epochs"], "result.json: epochs"):
+    elif result["epochs_done"] < result["epochs"]:
         raise _Unfinished(f"{result['epochs_done']:g} of {result['epochs']:g} epochs done")
     genotype = _genotype(paths, result)
     has_file = paths.genotype.is_file()
@@ -188,18 +203,48 @@ def _read_row(paths: RunPaths, run: str, metric: str, warnings: list[str]) -> Ro
 
 
 def _read_json(path: Path) -> Any:
+    def refuse(constant: str) -> Any:
+        raise _Broken(f"{path.name}: holds {constant}, not a finite number")
+
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"), parse_constant=refuse)
     except (OSError, UnicodeDecodeError) as exc:
         raise _Broken(f"{path.name}: cannot read: {exc}") from None
     except json.JSONDecodeError as exc:
         raise _Broken(f"{path.name}: invalid JSON: {exc}") from None
+    except RecursionError:
+        raise _Broken(f"{path.name}: nested too deeply") from None
 
 
-def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise _Broken(f"{where} is not a finite number: {value!r}")
+def _number(value: Any, where: str, low: float = -math.inf, high: float = math.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Broken(f"{where} is not a number: {str(value)[:40]!r}")
+    if not low <= value <= high:  # NaN compares false too; huge ints are out of range
+        shown = f"{value:.4g}" if isinstance(value, float) or abs(value) < 10**12 else "huge"
+        raise _Broken(f"{where} is {shown}, outside [{low:g}, {high:g}]")
     return value
+
+
+def _fraction(value: Any, where: str) -> float:
+    return _number(value, where, 0.0, 1.0)
+
+
+def _check_result(result: dict[str, Any]) -> None:
+    """Every number collect reads or copies into the leaderboard, within its range."""
+    for key in COSTS:
+        _number(result[key], f"result.json: {key}", 0, _MAX_COST)
+    for key in ("epochs_done", "epochs"):
+        if key in result:  # epochs_done is required; "epochs" may be absent
+            _number(result[key], f"result.json: {key}", 0, _MAX_EPOCHS)
+    for key in ("val_acc", "val_acc_relaxed"):
+        if key in result:
+            _fraction(result[key], f"result.json: {key}")
+    for key in ("budget", "resource_lambda", "resource_lambda_final"):
+        if result.get(key) is not None:
+            _number(result[key], f"result.json: {key}", 0, _MAX_COST)
+    for key, value in (result.get("budget_cost") or {}).items():
+        if key in COSTS:
+            _number(value, f"result.json: budget_cost.{key}", 0, _MAX_COST)
 
 
 def _is_bookkeeping(key: str) -> bool:
@@ -210,14 +255,35 @@ def _is_bookkeeping(key: str) -> bool:
 
 def _settings(paths: RunPaths, result: dict[str, Any]) -> dict[str, Any]:
     if not paths.config.is_file():
-        return {key: result[k] for k, key in _RESULT_SETTINGS.items() if k in result}
+        found = {key: result[k] for k, key in _RESULT_SETTINGS.items() if k in result}
+        for key, value in found.items():
+            _plain(value, f"result.json: {key}")
+        return found
     try:
-        cfg = yaml.safe_load(paths.config.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        cfg = parse_yaml(paths.config.read_text(encoding="utf-8"), "config.yaml", "config.yaml")
+    except (OSError, UnicodeDecodeError) as exc:
         raise _Broken(f"config.yaml: cannot read: {str(exc).splitlines()[0]}") from None
+    except ConfigError as exc:
+        raise _Broken(exc.message) from None
     if not isinstance(cfg, dict):
         raise _Broken("config.yaml: not a mapping")
-    return {k: v for k, v in flatten(cfg).items() if not _is_bookkeeping(k)}
+    flat = {str(k): v for k, v in flatten(cfg).items()}
+    for key, value in flat.items():  # bookkeeping fields too: none of ours holds a date
+        _plain(value, f"config.yaml: {key}")
+    return {k: v for k, v in flat.items() if not _is_bookkeeping(k)}
+
+
+def _plain(value: Any, where: str) -> None:
+    """A setting must be what a config holds and JSON carries: no dates, bytes or sets."""
+    if isinstance(value, list):
+        for item in value:
+            _plain(item, where)
+    elif isinstance(value, float):
+        _number(value, where)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        _number(value, where, -MAX_INT, MAX_INT)
+    elif not (value is None or isinstance(value, (str, bool))):
+        raise _Broken(f"{where} holds a {type(value).__name__} ({str(value)[:40]}), not a value")
 
 
 def _genotype(paths: RunPaths, result: dict[str, Any]) -> Genotype:

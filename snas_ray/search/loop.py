@@ -47,6 +47,11 @@ class SearchLoop(EpochLoop):
     """The SNAS search algorithm over a supernet, two optimizers and two loaders."""
 
     kind: ClassVar[str] = "search"
+    metric_terms: ClassVar[dict[str, str]] = {
+        "train/loss": "total loss",
+        "train/loss_task": "task loss",
+        "cost/penalty": "penalty",
+    }
 
     def __init__(
         self,

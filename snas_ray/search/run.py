@@ -19,10 +19,11 @@ from torch import nn
 from snas_ray.config import ExperimentConfig
 from snas_ray.data import build_datasets, make_loader
 from snas_ray.engine.loop import HookBase, identity
-from snas_ray.engine.runfolder import resolve_device, run_in_folder
+from snas_ray.engine.runfolder import available_memory, resolve_device, run_in_folder
 from snas_ray.errors import DataError
 from snas_ray.layout import RunPaths
 from snas_ray.search.loop import SearchLoop
+from snas_ray.search.memory import check_search_fits
 from snas_ray.space.supernet import Supernet
 
 __all__ = ["build_search", "run_search"]
@@ -51,6 +52,7 @@ def build_search(
     augmentation then use ``seed + rank`` so each rank draws its own architecture sample.
     """
     device = torch.device(device)
+    check_search_fits(cfg, available_memory(device), world_size=world_size)
     splits = build_datasets(cfg.data)
     if len(splits.train) == 0 or len(splits.val) == 0:
         raise DataError("data: the train or validation split is empty (check data.limit)")

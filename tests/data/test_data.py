@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import pickle
 import shutil
 import urllib.error
 from pathlib import Path
@@ -13,6 +15,7 @@ import torch
 from cifar_files import read_batch, write_cifar10
 from torch.utils.data import SequentialSampler, TensorDataset
 
+from snas_ray.cli import main
 from snas_ray.config import DatasetConfig
 from snas_ray.data import CIFAR10_MEAN, CIFAR10_STD, build_datasets, make_loader
 from snas_ray.data import digits as data
@@ -228,3 +231,35 @@ def test_make_loader_sampler_overrides_shuffle() -> None:
     ds = TensorDataset(torch.arange(10))
     loader = make_loader(ds, 3, shuffle=True, seed=0, sampler=SequentialSampler(ds))
     assert _order(loader) == list(range(10))
+
+
+class _Planted:
+    """Unpickling this runs ``touch MARKER``: what a hostile file in a shared data.root does."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("name", ["data_batch_1", "test_batch", "batches.meta"])
+def test_cifar10_planted_pickle_is_refused_and_never_runs(
+    cifar_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    root, marker = tmp_path / "data", tmp_path / "ran"
+    shutil.copytree(cifar_root, root)
+    with (root / "cifar-10-batches-py" / name).open("wb") as f:
+        pickle.dump({"data": _Planted(marker), "labels": [0], "label_names": []}, f, protocol=2)
+    with pytest.raises(DataError, match=name) as info:
+        build_datasets(_cifar(root))
+    assert "system" in str(info.value) and "\n" not in str(info.value)
+    # The same through the command line: one line, exit 2, and the code never ran.
+    sets = ["data.name=cifar10", f"data.root={root}", "data.download=false", "device=cpu"]
+    sets += ["space.layers=3", "space.init_channels=4", "search.epochs=1", "data.limit=8"]
+    argv = ["search", "--out", str(tmp_path / "run")] + [a for s in sets for a in ("--set", s)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("snas-ray: error:")]
+    assert len(lines) == 1 and name in lines[0] and "Traceback" not in err
+    assert not marker.exists()

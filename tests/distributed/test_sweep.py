@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -208,7 +209,7 @@ def test_a_rerun_may_change_what_resumed_searches_may_change(tmp_path):
     assert _prepare_folder(moved, out, None) is False  # accepted; nothing to restore yet
     with pytest.raises(SweepError, match=r"cost.ratio=1.0 there, 2.0 here"):
         _prepare_folder(_spec({"seed": {"grid": [0, 1]}}, cost={"ratio": 2.0}), out, None)
-    with pytest.raises(SweepError, match="sweep: differs"):
+    with pytest.raises(SweepError, match=r"sweep.seed=\{'grid': \[0, 1\]\} there, .*\[0, 2\]"):
         _prepare_folder(_spec({"seed": {"grid": [0, 2]}}), out, None)
     with pytest.raises(SweepError, match="no sweep to continue"):
         _prepare_folder(spec, out, True)  # sweep.yaml alone is not a Tune experiment
@@ -244,3 +245,62 @@ def test_early_stopping_stops_trials_without_failing_the_sweep(tmp_path):
         assert (run / "result.json").is_file() == (row["status"] == "done")
     board = collect(tmp_path / "sweep")
     assert len(board.rows) == statuses.count("done")
+
+
+def _sweep_command(tmp_path: Path, tree: dict) -> tuple[list[str], dict[str, str], Path]:
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump(tree, sort_keys=False))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "snas_ray", "sweep", "--config", str(config)]
+    command += ["--out", str(out), "--no-collect"]
+    ray_tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")  # short: Ray's socket paths
+    env = os.environ | {"RAY_TMPDIR": ray_tmp, "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled"}
+    return command, env, out
+
+
+@pytest.mark.slow
+def test_ctrl_c_with_trials_pending_then_rerun_runs_every_trial_once(tmp_path):
+    tree = TINY | {
+        "search": TINY["search"] | {"epochs": 3},
+        "data": TINY["data"] | {"image_size": 16, "limit": 48},
+        "sweep": {"cost.resource_lambda": {"grid": [0, 0.05]}},
+        "tune": {"max_concurrent_trials": 1},
+    }
+    command, env, out = _sweep_command(tmp_path, tree)
+    first, second = out / "runs" / "000-lambda=0", out / "runs" / "001-lambda=0.05"
+    proc = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 300
+        metrics = first / "metrics.jsonl"
+        # The first trial has logged an epoch; the second waits for its slot.
+        while not (metrics.is_file() and metrics.read_text().strip()):
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f"sweep ended or stalled before its first epoch: {proc.stderr.read()}")
+            time.sleep(0.05)
+        assert not second.exists()
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole process group
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        kill_session(proc.pid)
+    assert proc.returncode != 0
+    assert "Traceback" not in stderr and "Tuner.restore" not in stderr, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("snas-ray: ") and "run the same command again" in last, last
+    rows = json.loads((out / "sweep_results.json").read_text())
+    assert [r["trial"] for r in rows] == [0, 1], stderr[-2000:]
+    assert rows[0]["status"] in ("stopped", "error", "done") and rows[1]["status"] == "pending"
+
+    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _epochs(first) == _epochs(second) == [0, 1, 2]
+    rows = json.loads((out / "sweep_results.json").read_text())
+    assert [(r["trial"], r["status"]) for r in rows] == [(0, "done"), (1, "done")]
+    assert sorted(p.name for p in (out / "runs").iterdir()) == [first.name, second.name]

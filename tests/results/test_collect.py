@@ -154,7 +154,7 @@ def test_broken_and_unfinished_runs_are_reported_and_skipped(tmp_path: Path) -> 
     assert kinds["running"] == ("unfinished", "no result.json yet")
     assert kinds["bad_json"][0] == "broken" and "invalid JSON" in kinds["bad_json"][1]
     assert "missing field 'flops'" in kinds["missing"][1]
-    assert "val_acc is not a finite number" in kinds["nan"][1]
+    assert kinds["nan"][1] == "result.json: holds NaN, not a finite number"
     assert "not an object" in kinds["not_object"][1]
     assert "genotype" in kinds["bad_genotype"][1] and "config.yaml" in kinds["bad_config"][1]
     assert all(
@@ -323,3 +323,58 @@ def test_no_budget_no_budget_plot(tmp_path: Path) -> None:
     make_run(tmp_path, "free", acc=0.85, params=90_000)
     out = collect(tmp_path).write(tmp_path / "collect")
     assert not (out.parent / "budget.png").exists() and "budget.png" not in out.read_text()
+
+
+@pytest.mark.parametrize(
+    ("result", "config", "reason"),
+    [
+        ({"val_acc": 1.5}, None, "result.json: val_acc is 1.5, outside [0, 1]"),
+        ({"val_acc_relaxed": -0.1}, None, "result.json: val_acc_relaxed is -0.1, outside [0, 1]"),
+        ({"params": -5}, None, "result.json: params is -5, outside [0, 1e+18]"),
+        ({"flops": 10**400}, None, "result.json: flops is huge, outside [0, 1e+18]"),
+        ({"epochs": 10**12, "epochs_done": 10**12}, None, "result.json: epochs_done is"),
+        ({"budget": -1.0}, None, "result.json: budget is -1, outside"),
+        ({}, "seed: 0\nstarted: 2024-01-01\n", "config.yaml: started holds a date (2024-01-01)"),
+        ({}, "seed: 0\nx: !!binary aGk=\n", "config.yaml: x holds a bytes"),
+        ({}, "seed: 0\noptim: {lr: .nan}\n", "config.yaml: optim.lr is nan"),
+        ({}, "seed: 0\nseed: 1\n", "duplicate key 'seed'"),
+    ],
+)
+def test_result_files_out_of_range_are_skipped_with_a_reason(
+    tmp_path: Path, result: dict, config: str | None, reason: str
+) -> None:
+    make_run(tmp_path, "good", acc=0.5, params=10)
+    bad = make_run(tmp_path, "bad", acc=0.5, params=10)
+    data = json.loads((bad / "result.json").read_text()) | result
+    (bad / "result.json").write_text(json.dumps(data))
+    if config is not None:
+        (bad / "config.yaml").write_text(config)
+    lb = collect(tmp_path)
+    assert [r.run for r in lb.rows] == ["good"]
+    ((run, kind, why),) = [(s.run, s.kind, s.reason) for s in lb.skipped]
+    assert (run, kind) == ("bad", "broken") and reason in why and "\n" not in why
+    lb.write(tmp_path / "out")  # and nothing of it reaches the written files
+    assert "NaN" not in (tmp_path / "out" / "leaderboard.json").read_text()
+
+
+def test_collect_deletes_only_files_it_wrote(tmp_path: Path, capsys) -> None:
+    sweep, out = tmp_path / "sweep", tmp_path / "out"
+    make_run(sweep, "a", acc=0.9, params=300)
+    loser = make_run(sweep, "b", acc=0.8, params=100)  # on the front until it is beaten
+    assert main(["collect", str(sweep), "--out", str(out)]) == 0
+    assert (out / "front" / "b.json").is_file() and (out / "cells" / "b-normal.png").is_file()
+    (out / "notes.md").write_text("mine")
+    result = json.loads((loser / "result.json").read_text()) | {"params": 400}
+    (loser / "result.json").write_text(json.dumps(result))  # b drops off the front
+    assert main(["collect", str(sweep), "--out", str(out)]) == 0
+    assert not (out / "front" / "b.json").exists() and not (out / "cells" / "b-reduce.png").exists()
+    assert (out / "front" / "a.json").is_file() and (out / "notes.md").read_text() == "mine"
+    # A file of someone else's in front/ stops collect before it writes anything.
+    (out / "front" / "keep.json").write_text("{}")
+    board = (out / "leaderboard.json").read_bytes()
+    capsys.readouterr()
+    assert main(["collect", str(sweep), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("snas-ray: error: collect:") and "front/keep.json" in err
+    assert "\n" not in err and (out / "front" / "keep.json").read_text() == "{}"
+    assert (out / "leaderboard.json").read_bytes() == board
