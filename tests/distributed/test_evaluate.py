@@ -142,7 +142,7 @@ def test_killed_evaluation_resumes_without_retraining_finished_runs(tmp_path):
     epochs = [
         json.loads(line)["epoch"] for line in (second / "metrics.jsonl").read_text().splitlines()
     ]
-    assert epochs == [0, 1, 2, 3, 4]  # resumed from its checkpoint; no epoch twice
+    assert epochs == [1, 2, 3, 4, 5]  # resumed from its checkpoint; no epoch twice
     records = json.loads((sweep / "evaluate" / "evaluation.json").read_text())
     assert sorted((r["name"], r["seed"]) for r in records) == [
         ("random-1a", 0),
