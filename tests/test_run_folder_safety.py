@@ -112,7 +112,7 @@ def test_a_second_search_into_the_same_folder_is_refused_and_the_first_completes
         release.touch()
     _, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
-    assert _epochs(out) == [0, 1]  # the refused search wrote nothing into the folder
+    assert _epochs(out) == [1, 2]  # the refused search wrote nothing into the folder
     assert (out / "result.json").is_file()
 
 
@@ -168,11 +168,11 @@ def test_lines_of_the_same_run_before_its_first_checkpoint_are_redone(tmp_path, 
 
     monkeypatch.setattr(EpochLoop, "train_epoch", interrupted)
     assert main(_search_argv(out, *sets)) == 130
-    assert _epochs(out) == [0, 1] and not list((out / "checkpoints").iterdir())
+    assert _epochs(out) == [1, 2] and not list((out / "checkpoints").iterdir())
     monkeypatch.setattr(EpochLoop, "train_epoch", train_epoch)
     assert main(_search_argv(out, *sets, "optim.lr=0.05")) == 2  # another run's lines: kept
     assert main(_search_argv(out, *sets)) == 0  # the same run: started over, as a resume would
-    assert _epochs(out) == [0, 1, 2]
+    assert _epochs(out) == [1, 2, 3]
 
 
 def test_a_corrupt_last_checkpoint_falls_back_to_the_previous_one(tmp_path, monkeypatch, caplog):
@@ -195,7 +195,7 @@ def test_a_corrupt_last_checkpoint_falls_back_to_the_previous_one(tmp_path, monk
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     fallback = [w for w in warnings if "resuming from previous.pt (epoch 1)" in w]
     assert len(fallback) == 1 and "\n" not in fallback[0] and "last.pt" in fallback[0]
-    assert _epochs(out) == [0, 1, 2]  # epoch 1 is trained again, and listed once
+    assert _epochs(out) == [1, 2, 3]  # epoch 2 is trained again, and listed once
     assert load_checkpoint(paths.last_checkpoint)["epoch"] == 3
     assert (paths.checkpoints / "last.pt.corrupt").is_file()
 
@@ -233,14 +233,14 @@ def test_a_nan_step_stops_in_one_line_and_keeps_the_previous_epoch(tmp_path, mon
 
     def poisoned(self, x, y, tau=None):
         metrics = step(self, x, y, tau)
-        if self.epoch >= 1:  # epoch 1 onwards: the penalty turns NaN
+        if self.epoch >= 1:  # the second epoch onwards: the penalty turns NaN
             metrics["cost/penalty"] = torch.tensor(float("nan"))
         return metrics
 
     monkeypatch.setattr(SearchLoop, "step", poisoned)
     assert main(_search_argv(out, "search.epochs=3")) == 2
     (line,) = _error_lines(capsys.readouterr().err)
-    assert line.startswith("snas-ray: error: epoch 1 step 0: cost/penalty (penalty) is not finite")
+    assert line.startswith("snas-ray: error: epoch 2 step 1: cost/penalty (penalty) is not finite")
     assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 1
-    assert _epochs(out) == [0]
+    assert _epochs(out) == [1]
     assert not (out / "result.json").exists()
