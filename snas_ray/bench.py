@@ -2,47 +2,107 @@
 
 Times what one search step does (sample, forward, loss with penalty, backward, both optimizer
 steps) on synthetic data, and the same step done the way the SNAS reference does it (every op
-evaluated including 'none', three backward passes when the penalty is on; spec §6.4, §14.8),
-so the printed ratio says what our fixes buy on the machine at hand.
+evaluated including 'none', NCHW, float32, eager, three backward passes when the penalty is on;
+spec §6.4, §14.8), so the printed ratio says what our implementation buys on the machine at hand.
+
+The two are timed alternately, ``repeats`` times, so that a shared machine's slow spells fall
+on both; the ratio of each pair is reported as median, min and max. At ``cost.resource_lambda=0``
+the reference's diagnostic passes vanish and the ratio measures the implementation alone.
 """
 
 from __future__ import annotations
 
+import logging
 import resource
+import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from snas_ray.config import ExperimentConfig
+from snas_ray.config import PRECISIONS, ExperimentConfig
+from snas_ray.engine.precision import compile_module
+from snas_ray.errors import ConfigError
 from snas_ray.search import SearchLoop
 from snas_ray.space.cost import resource_penalty
 from snas_ray.space.supernet import MixedOp, Supernet
 
-__all__ = ["BenchResult", "bench_search_step"]
+__all__ = ["BenchResult", "Spread", "bench_matrix", "bench_search_step", "format_table"]
+
+logger = logging.getLogger(__name__)
+
+# Bounds of the command's sizes: beyond them a typo would hang the machine, not measure it.
+_LIMITS = {"batch": 65536, "image_size": 1024, "steps": 10_000, "warmup": 10_000, "repeats": 1000}
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Median, min and max of repeated measurements."""
+
+    median: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread:
+        return cls(statistics.median(values), min(values), max(values))
 
 
 @dataclass(frozen=True)
 class BenchResult:
-    """Figures of one benchmark run; ``to_dict`` is what the CLI prints as JSON."""
+    """Figures of one benchmark configuration; ``to_dict`` is what the CLI prints as JSON."""
 
     device: str
+    precision: str
+    compiled: bool
+    compile_backend: str | None
     batch_size: int
     image_size: int
     layers: int
     init_channels: int
+    resource_lambda: float
     steps: int
-    images_per_s: float
-    step_ms: float
-    peak_memory_mb: float
-    reference_images_per_s: float | None
-    speedup_vs_reference: float | None
+    repeats: int
     threads: int
+    step_ms: Spread
+    first_step_s: float  # includes compilation when compiled
+    peak_memory_mb: float
+    reference_step_ms: Spread | None
+    speedup: Spread | None  # reference step time / our step time, per alternated pair
+
+    @property
+    def images_per_s(self) -> float:
+        return self.batch_size / (self.step_ms.median / 1000)
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        out: dict[str, Any] = {
+            k: v for k, v in self.__dict__.items() if not isinstance(v, Spread | None)
+        }
+        out["images_per_s"] = round(self.images_per_s, 2)
+        for name in ("step_ms", "reference_step_ms", "speedup"):
+            spread = getattr(self, name)
+            if spread is not None:
+                digits = 3 if name == "speedup" else 1
+                out[name] = round(spread.median, digits)
+                out[f"{name}_min"] = round(spread.low, digits)
+                out[f"{name}_max"] = round(spread.high, digits)
+        if self.reference_step_ms is not None:
+            out["reference_images_per_s"] = round(
+                self.batch_size / (self.reference_step_ms.median / 1000), 2
+            )
+        return out
+
+
+def check_sizes(**sizes: int) -> None:
+    """Every size at least 1 (warmup at least 0) and within the command's bounds."""
+    for name, value in sizes.items():
+        low = 0 if name == "warmup" else 1
+        if not low <= value <= _LIMITS[name]:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"bench {flag}", f"must be in [{low}, {_LIMITS[name]}], got {value}")
 
 
 def _sync(device: torch.device) -> None:
@@ -81,15 +141,21 @@ def _loop(cfg: ExperimentConfig, device: torch.device, image_size: int, batch) -
     return SearchLoop(cfg, net, [batch], [batch], device)
 
 
-def _time_steps(step, device: torch.device, warmup: int, steps: int) -> float:
-    for _ in range(warmup):
-        step()
+def _time(step: Callable[[], Any], device: torch.device, steps: int) -> float:
+    """Seconds per step over ``steps`` steps."""
     _sync(device)
     start = time.perf_counter()
     for _ in range(steps):
         step()
     _sync(device)
-    return (time.perf_counter() - start) / steps
+    return (time.perf_counter() - start) / max(1, steps)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # ru_maxrss is in KiB on Linux: the process's peak resident memory (never reset)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def bench_search_step(
@@ -100,44 +166,112 @@ def bench_search_step(
     image_size: int = 32,
     steps: int = 5,
     warmup: int = 2,
+    repeats: int = 3,
     compare_reference: bool = True,
+    compile_backend: str = "inductor",
+    progress: Callable[[str], None] = logger.info,
 ) -> BenchResult:
-    """Time ``steps`` search steps at ``batch_size`` on random images of side ``image_size``."""
+    """Time ``repeats`` x ``steps`` search steps at ``batch_size`` on random images.
+
+    Precision and compilation come from ``cfg.search`` (``compile_backend``: see
+    :func:`~snas_ray.engine.precision.compile_module`). With ``compare_reference``, each repeat
+    times the reference-style step right after ours, and the ratio is taken per pair.
+    """
+    check_sizes(batch=batch_size, image_size=image_size, steps=steps, warmup=warmup)
+    check_sizes(repeats=repeats)
     x = torch.randn(batch_size, 3, image_size, image_size, device=device)
     y = torch.randint(0, 10, (batch_size,), device=device)
     loop = _loop(cfg, device, image_size, (x, y))
+    if cfg.search.compile and compile_backend != "inductor":
+        loop.forward_model = compile_module(loop.model, True, compile_backend)
     xf = x.contiguous(memory_format=loop.memory_format)
     tau = loop.tau(0)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    seconds = _time_steps(lambda: loop.step(xf, y, tau), device, warmup, steps)
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device) / 2**20
-    else:  # ru_maxrss is in KiB on Linux: the process's peak resident memory
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    ref_ips = None
+    ref = None
     if compare_reference:
-        # The reference keeps NCHW tensors and computes every op, 'none' included.
-        ref = _loop(cfg.replace(**{"search.channels_last": False}), device, image_size, (x, y))
+        # The reference keeps NCHW float32 tensors, runs eagerly, computes every op.
+        plain = {"search.channels_last": False, "search.precision": "fp32", "search.compile": False}
+        ref = _loop(cfg.replace(**plain), device, image_size, (x, y))
         for m in ref.net.modules():
             if isinstance(m, MixedOp):
                 m.compute_all_ops()
-        ref_seconds = _time_steps(
-            lambda: _reference_step(ref, x, y, tau), device, max(1, warmup // 2), steps
-        )
-        ref_ips = batch_size / ref_seconds
-    ips = batch_size / seconds
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    first = _time(lambda: loop.step(xf, y, tau), device, 1)  # compiles, when compiled
+    _time(lambda: loop.step(xf, y, tau), device, warmup)
+    if ref is not None:
+        _time(lambda: _reference_step(ref, x, y, tau), device, max(1, warmup))
+    ours, theirs = [], []
+    for r in range(repeats):
+        ours.append(_time(lambda: loop.step(xf, y, tau), device, steps) * 1000)
+        if ref is not None:
+            theirs.append(_time(lambda: _reference_step(ref, x, y, tau), device, steps) * 1000)
+        versus = f", reference {theirs[-1]:.1f} ms ({theirs[-1] / ours[-1]:.2f}x)" if ref else ""
+        progress(f"bench {_name(cfg)}: repeat {r + 1}/{repeats}: step {ours[-1]:.1f} ms{versus}")
     return BenchResult(
         device=str(device),
+        precision=cfg.search.precision,
+        compiled=cfg.search.compile,
+        compile_backend=compile_backend if cfg.search.compile else None,
         batch_size=batch_size,
         image_size=image_size,
         layers=cfg.space.layers,
         init_channels=cfg.space.init_channels,
+        resource_lambda=cfg.cost.resource_lambda,
         steps=steps,
-        images_per_s=round(ips, 2),
-        step_ms=round(seconds * 1000, 1),
-        peak_memory_mb=round(peak, 1),
-        reference_images_per_s=None if ref_ips is None else round(ref_ips, 2),
-        speedup_vs_reference=None if ref_ips is None else round(ips / ref_ips, 3),
+        repeats=repeats,
         threads=torch.get_num_threads(),
+        step_ms=Spread.of(ours),
+        first_step_s=round(first, 2),
+        peak_memory_mb=round(_peak_memory_mb(device), 1),
+        reference_step_ms=Spread.of(theirs) if theirs else None,
+        speedup=Spread.of([t / o for t, o in zip(theirs, ours, strict=True)]) if theirs else None,
     )
+
+
+def _name(cfg: ExperimentConfig) -> str:
+    return f"{cfg.search.precision} {'compiled' if cfg.search.compile else 'eager'}"
+
+
+def bench_matrix(
+    cfg: ExperimentConfig,
+    device: torch.device,
+    *,
+    precisions: Sequence[str] = ("fp32", "bf16"),
+    compiled: Sequence[bool] = (False, True),
+    **kwargs: Any,
+) -> list[BenchResult]:
+    """:func:`bench_search_step` for every precision x eager/compiled pair, in that order."""
+    for p in precisions:
+        if p not in PRECISIONS:
+            raise ConfigError(
+                "bench --precision", f"unknown {p!r}; allowed: {', '.join(PRECISIONS)}"
+            )
+    return [
+        bench_search_step(
+            cfg.replace(**{"search.precision": p, "search.compile": c}), device, **kwargs
+        )
+        for p in precisions
+        for c in compiled
+    ]
+
+
+def format_table(results: Sequence[BenchResult]) -> str:
+    """One line per configuration: step time, images/s, memory, ratio (median [min, max])."""
+    head = (
+        f"{'precision':<9} {'mode':<8} {'step ms':>24} {'img/s':>9} {'peak MiB':>9} {'vs ref':>22}"
+    )
+    lines = [head]
+    for r in results:
+        s = r.step_ms
+        step = f"{s.median:.1f} [{s.low:.1f}, {s.high:.1f}]"
+        ratio = (
+            "-"
+            if r.speedup is None
+            else (f"{r.speedup.median:.2f}x [{r.speedup.low:.2f}, {r.speedup.high:.2f}]")
+        )
+        mode = "compiled" if r.compiled else "eager"
+        lines.append(
+            f"{r.precision:<9} {mode:<8} {step:>24} {r.images_per_s:>9.1f} "
+            f"{r.peak_memory_mb:>9.1f} {ratio:>22}"
+        )
+    return "\n".join(lines)

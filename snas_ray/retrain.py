@@ -7,6 +7,7 @@ Nothing here imports Ray.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ from snas_ray.config import ExperimentConfig, TrainConfig, apply_overrides
 from snas_ray.data import DataSplits, build_datasets, make_loader
 from snas_ray.engine.checkpoint import load_checkpoint
 from snas_ray.engine.loop import EpochLoop, EpochRecord, HookBase, identity
+from snas_ray.engine.precision import StepPrecision, compile_module, set_cudnn_benchmark
 from snas_ray.engine.runfolder import resolve_device, run_in_folder
 from snas_ray.errors import CheckpointError, ConfigError, DataError
 from snas_ray.genotype import Genotype
@@ -107,6 +109,10 @@ class RetrainLoop(EpochLoop):
             self.net.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay
         )
         self.best: dict[str, float] = {}
+        # Drop-path draws inside the network; a compiled graph draws from eager's generator.
+        self.precision = StepPrecision(t.precision, device, field="train.precision")
+        set_cudnn_benchmark(t.cudnn_benchmark)
+        self.forward_model = compile_module(self.model, t.compile)
 
     # ----------------------------------------------------------------- schedules
     def lr(self, epoch: int) -> float:
@@ -133,15 +139,17 @@ class RetrainLoop(EpochLoop):
         """One SGD step: (label-smoothed) CE + auxiliary_weight * aux CE, clip, update."""
         t = self.cfg.train
         self.model.train()
-        logits, logits_aux = self.model(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=t.label_smoothing)
+        with self.precision.autocast():
+            logits, logits_aux = self.forward_model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=t.label_smoothing)
         if logits_aux is not None:
-            aux = F.cross_entropy(logits_aux, y, label_smoothing=t.label_smoothing)
+            aux = F.cross_entropy(logits_aux.float(), y, label_smoothing=t.label_smoothing)
             loss = loss + t.auxiliary_weight * aux
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.precision.backward(loss)
+        self.precision.unscale(self.optimizer)
         nn.utils.clip_grad_norm_(self.net.parameters(), t.grad_clip)
-        self.optimizer.step()
+        self.precision.step(self.optimizer)
         with torch.no_grad():
             acc = (logits.argmax(1) == y).float().mean()
         return {"train/loss": loss.detach(), "train/acc1": acc}
@@ -153,7 +161,8 @@ class RetrainLoop(EpochLoop):
         totals = torch.zeros(4, device=self.device)  # loss sum, top-1, top-5, count
         for x, y in self.test_loader if loader is None else loader:
             x, y = self.to_device(x, y)
-            logits, _ = self.net(x)
+            with self.precision.autocast():
+                logits = self.net(x)[0].float()
             top = logits.topk(min(5, logits.shape[1]), dim=1).indices
             hits = top == y[:, None]
             totals += torch.stack(
@@ -204,6 +213,7 @@ class RetrainLoop(EpochLoop):
             "model": self.net.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "best": dict(self.best),
+            **self.precision.state_dict(),
         }
 
     def load_job_state(self, state: dict[str, Any]) -> None:
@@ -211,6 +221,7 @@ class RetrainLoop(EpochLoop):
             raise CheckpointError("checkpoint was made with another genotype (use a new --out)")
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.precision.load_state_dict(state)
         self.best = dict(state.get("best", {}))
         if "epoch" in self.best:  # saved before epochs were numbered from 1
             self.best["best_epoch"] = self.best.pop("epoch") + 1
@@ -285,33 +296,25 @@ def build_retrain(
     net = build_network(cfg.train, genotype, splits).to(device)
     if cfg.train.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    t, workers = cfg.train, cfg.data.num_workers
+    t = cfg.train
+    loader = functools.partial(
+        make_loader,
+        seed=cfg.seed,
+        num_workers=cfg.data.num_workers,
+        pin_memory=device.type == "cuda",
+    )
     train_loader = prepare_loader(
-        make_loader(
-            splits.train,
-            max(1, t.batch_size // world_size),
-            shuffle=True,
-            seed=cfg.seed,
-            num_workers=workers,
-        )
+        loader(splits.train, max(1, t.batch_size // world_size), shuffle=True)
     )
     test_loader = prepare_loader(
-        make_loader(
-            splits.test, t.eval_batch_size, shuffle=False, seed=cfg.seed, num_workers=workers
-        )
+        loader(splits.test, t.eval_batch_size, shuffle=False, persistent=True)
     )
     model = prepare_model(net)
     torch.manual_seed(cfg.seed + rank)
     shape = (splits.in_channels, splits.image_size, splits.image_size)
+    loaders = (train_loader, test_loader)
     return RetrainLoop(
-        cfg,
-        model,
-        genotype,
-        train_loader,
-        test_loader,
-        device,
-        input_shape=shape,
-        reduce_mean=reduce_mean,
+        cfg, model, genotype, *loaders, device, input_shape=shape, reduce_mean=reduce_mean
     )
 
 

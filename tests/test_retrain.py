@@ -152,6 +152,16 @@ def test_digits_from_genotype_json_well_above_chance_and_test_mode(tmp_path, cap
     assert json.loads(out.splitlines()[-1])["test_acc"] == pytest.approx(result["test_acc"])
 
 
+@pytest.mark.slow
+def test_a_bf16_retraining_learns_on_digits(tmp_path):
+    sets = ["device=cpu", "data.name=digits", "data.image_size=8", "data.val_on_test=true"]
+    sets += ["train.genotype=SNAS_mild", "train.init_channels=6", "train.layers=3"]
+    sets += ["train.epochs=2", "train.batch_size=64", "train.lr=0.05", "train.auxiliary=false"]
+    sets += ["train.precision=bf16", "train.log_every=1000", "output.tensorboard=false"]
+    result = run_retrain(load_config(None, sets), tmp_path / "run")
+    assert result["test_acc"] > 0.6, result  # chance is 0.1
+
+
 def test_bad_genotype_name_is_one_line_exit_2(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "snas_ray", "train", "--genotype", "SNAS_mildd"],

@@ -173,6 +173,22 @@ def _bench(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--image-size", type=int, default=32, help="image side (default 32)")
     b.add_argument("--steps", type=int, default=5, help="timed steps (default 5)")
     b.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
+    b.add_argument("--repeats", type=int, default=3, help="alternated timings (default 3)")
+    b.add_argument(
+        "--precision", help="fp32, bf16 or fp16 (default: the config's search.precision)"
+    )
+    b.add_argument("--compile", action="store_true", help="torch.compile the supernet")
+    b.add_argument(
+        "--compile-backend",
+        choices=("inductor", "aot_eager"),
+        default="inductor",
+        help="inductor (default) or aot_eager (graph capture only: a quick check)",
+    )
+    b.add_argument(
+        "--matrix",
+        action="store_true",
+        help="fp32 and bf16, eager and compiled, in one call; prints one table",
+    )
     b.add_argument(
         "--no-reference", action="store_true", help="skip the reference-style step comparison"
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 
 __all__ = ["cmd_bench", "cmd_collect", "cmd_cost", "cmd_genotype"]
 
@@ -105,9 +106,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """``snas-ray bench``: times the search step (or Ray's overhead) and prints JSON."""
     import torch
 
-    from snas_ray.bench import bench_search_step
+    from snas_ray.bench import bench_matrix, bench_search_step, format_table
     from snas_ray.config import load_config
     from snas_ray.engine.runfolder import resolve_device
+    from snas_ray.errors import SnasRayError
 
     cfg = load_config(args.config, args.overrides)
     if args.ray_overhead:  # imports Ray, so only on request
@@ -116,14 +118,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
         overhead = bench_overhead(cfg, epochs=args.steps, device=str(resolve_device(args.device)))
         print(json.dumps(overhead | {"torch": torch.__version__}))
         return 0
-    result = bench_search_step(
-        cfg,
-        resolve_device(args.device),
-        batch_size=args.batch,
-        image_size=args.image_size,
-        steps=args.steps,
-        warmup=args.warmup,
-        compare_reference=not args.no_reference,
-    )
-    print(json.dumps(result.to_dict() | {"torch": torch.__version__}))
+    options = {
+        "batch_size": args.batch,
+        "image_size": args.image_size,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "compare_reference": not args.no_reference,
+        "compile_backend": args.compile_backend,
+        "progress": lambda line: print(line, file=sys.stderr, flush=True),
+    }
+    device = resolve_device(args.device)
+    versions = {"torch": torch.__version__}
+    if args.matrix:
+        if args.precision or args.compile:
+            raise SnasRayError("bench: --matrix runs every precision and mode; drop the others")
+        results = bench_matrix(cfg, device, **options)
+        print(format_table(results))
+        print(json.dumps([r.to_dict() | versions for r in results]))
+        return 0
+    if args.precision is not None:
+        cfg = cfg.replace(**{"search.precision": args.precision})
+    if args.compile:
+        cfg = cfg.replace(**{"search.compile": True})
+    result = bench_search_step(cfg, device, **options)
+    print(json.dumps(result.to_dict() | versions))
     return 0

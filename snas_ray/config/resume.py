@@ -9,20 +9,25 @@ __all__ = ["RESUME_MAY_DIFFER", "config_difference", "flatten"]
 
 # Fields that may change between an interrupted run and its resumption, for every job (search,
 # retraining, a sweep's trials) and for collect's grouping of runs: where files live, how much is
-# logged, the device and memory layout, evaluation batch sizes. Nothing here changes what is
-# learned. An entry ending in "." covers a whole section. The path fields (config.paths) are
-# here because the driver makes them absolute: a run started with ``data.root: data`` resumes
-# with ``/home/me/proj/data``. A retraining's checkpoint holds its genotype itself and refuses
-# another one, so ``train.genotype`` (a name or a file) only says where it was read from.
+# logged, the device, memory layout and compilation, evaluation batch sizes. Nothing here
+# changes what is learned. An entry ending in "." covers a whole section. The path fields
+# (config.paths) are here because the driver makes them absolute: a run started with
+# ``data.root: data`` resumes with ``/home/me/proj/data``. A retraining's checkpoint holds its
+# genotype itself and refuses another one, so ``train.genotype`` (a name or a file) only says
+# where it was read from.
 RESUME_MAY_DIFFER = (
     "device",
     "output.",
     "search.log_every",
     "search.eval_batch_size",
     "search.channels_last",
+    "search.compile",
+    "search.cudnn_benchmark",
     "train.log_every",
     "train.eval_batch_size",
     "train.channels_last",
+    "train.compile",
+    "train.cudnn_benchmark",
     "data.root",
     "train.genotype",
     "data.num_workers",

@@ -30,6 +30,7 @@ __all__ = [
     "MAX_SEED",
     "OptimConfig",
     "OutputConfig",
+    "PRECISIONS",
     "SEPARATIONS",
     "SamplingConfig",
     "SearchConfig",
@@ -54,6 +55,7 @@ MAX_EPOCHS = 100_000
 MAX_COUNT = 10**9  # steps, logging and checkpoint intervals, data.limit
 MAX_SEED = 2**32 - 1  # numpy and scikit-learn refuse larger seeds; torch gets seed*100003+epoch
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d{1,4})?")
+PRECISIONS = ("fp32", "bf16", "fp16")  # autocast dtype of the step; fp16 adds a GradScaler
 
 
 def _check(ok: bool, field_name: str, message: str) -> None:
@@ -222,8 +224,12 @@ class SearchConfig:
     eval_batch_size: int = 256
     log_every: int = 50
     channels_last: bool = True  # NHWC tensors: 1.4x faster depthwise convs on CPU (see bench)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler)
+    compile: bool = False  # torch.compile the supernet's forward and backward
+    cudnn_benchmark: bool = False  # let cuDNN pick conv algorithms by timing (not bit-exact)
 
     def __post_init__(self) -> None:
+        _one_of(self.precision, PRECISIONS, "search.precision")
         _in_range(self.epochs, 1, MAX_EPOCHS, "search.epochs")
         _in_range(self.batch_size, 1, MAX_BATCH, "search.batch_size")
         _one_of(self.derivation, ("snas", "top2"), "search.derivation")
@@ -296,8 +302,12 @@ class TrainConfig:
     steps_per_epoch: int = 0  # 0 = the whole train split each epoch
     log_every: int = 50
     channels_last: bool = True
+    precision: str = "fp32"  # fp32 | bf16 | fp16, as search.precision
+    compile: bool = False  # torch.compile the network's forward and backward
+    cudnn_benchmark: bool = False
 
     def __post_init__(self) -> None:
+        _one_of(self.precision, PRECISIONS, "train.precision")
         _check(bool(self.genotype), "train.genotype", "must name a genotype or a file")
         _one_of(self.network, ("cifar", "imagenet"), "train.network")
         check_network_size(self.layers, self.init_channels, "train.")

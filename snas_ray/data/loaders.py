@@ -1,4 +1,10 @@
-"""Seeded DataLoaders: the batch order depends only on the seed, so a resume repeats it."""
+"""Seeded DataLoaders: the batch order depends only on the seed, so a resume repeats it.
+
+On CUDA the loaders pin their batches (``pin_memory``) so the loop's ``non_blocking`` copies
+overlap the step. Evaluation loaders keep their worker processes between epochs
+(``persistent``); training loaders do not, because their workers' random seeds (augmentation)
+are drawn from the loader's generator each epoch, which is what makes a resumed epoch repeat.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +25,8 @@ def make_loader(
     num_workers: int = 0,
     drop_last: bool = False,
     sampler: Sampler[Any] | None = None,
+    pin_memory: bool = False,
+    persistent: bool = False,
 ) -> DataLoader:
     """A DataLoader whose batch order (and worker RNG seeds) depend only on ``seed``.
 
@@ -34,6 +42,9 @@ def make_loader(
         num_workers: Worker processes; 0 loads in the calling process.
         drop_last: Drop the last partial batch.
         sampler: Overrides the order (e.g. a ``DistributedSampler``).
+        pin_memory: Pin batches in page-locked memory (for CUDA).
+        persistent: Keep the workers alive between passes (only with ``num_workers > 0``);
+            for loaders whose workers draw no random numbers.
 
     Returns:
         The loader.
@@ -47,4 +58,6 @@ def make_loader(
         num_workers=num_workers,
         drop_last=drop_last,
         generator=generator,
+        pin_memory=pin_memory,
+        persistent_workers=persistent and num_workers > 0,
     )

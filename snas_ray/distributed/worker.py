@@ -79,6 +79,8 @@ def _shard_loader(loader: DataLoader, *, rank: int, world: int, seed: int) -> Da
         num_workers=loader.num_workers,
         drop_last=loader.drop_last,
         sampler=sampler,
+        pin_memory=loader.pin_memory,
+        persistent=loader.persistent_workers,
     )
 
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from snas_ray.config import CostConfig, ExperimentConfig
 from snas_ray.engine.loop import EpochLoop, EpochRecord, identity
+from snas_ray.engine.precision import StepPrecision, compile_module, set_cudnn_benchmark
 from snas_ray.errors import ConfigError
 from snas_ray.genotype import Genotype
 from snas_ray.layout import RunPaths
@@ -94,6 +95,12 @@ class SearchLoop(EpochLoop):
         else:  # the reference's single-GPU recipe: plain SGD, no momentum, no weight decay
             self.a_optim = torch.optim.SGD(self.net.arch_parameters(), lr=o.arch_lr)
         self.tau_now = self.tau(0)
+        # Autocast around the forward only: Gumbel sampling, drop-path masks, the penalty and
+        # the optimizers stay float32. The compiled module is the forward (and its backward);
+        # tau and lambda never enter it, so their schedules cannot cause a recompile.
+        self.precision = StepPrecision(s.precision, device, field="search.precision")
+        set_cudnn_benchmark(s.cudnn_benchmark)
+        self.forward_model = compile_module(self.model, s.compile)
         layers, channels = budget_size(cfg)
         # The derived child's exact cost at the budget's size (the search's own by default).
         self.child_costs: ChildCostTable = child_cost_table(
@@ -168,15 +175,19 @@ class SearchLoop(EpochLoop):
     ) -> dict[str, torch.Tensor]:
         """One search step: sample z, forward, task loss + lambda * penalty, one backward, both
         optimizers (spec §6.4 without the diagnostic backward passes). ``tau`` defaults to the
-        current epoch's temperature."""
+        current epoch's temperature. Nothing here reads a tensor to the host (fp16's scaler
+        aside): the metrics come back as device tensors."""
         tau = self.tau_now if tau is None else tau
         self.model.train()
         cfg = self.cfg
         z = self.sample_z(tau)
-        out = self.model(x, z)
-        task_loss = F.cross_entropy(out.logits, y)
+        keep = self.net.drop_path_keep(x.shape[0], x.device)
+        with self.precision.autocast():
+            out = self.forward_model(x, z, keep)
+        task_loss = F.cross_entropy(out.logits.float(), y)
         if out.logits_aux is not None:
-            task_loss = task_loss + cfg.space.auxiliary_weight * F.cross_entropy(out.logits_aux, y)
+            aux = F.cross_entropy(out.logits_aux.float(), y)
+            task_loss = task_loss + cfg.space.auxiliary_weight * aux
         terms = resource_penalty(
             list(self.net.cost_tables),
             z,
@@ -191,19 +202,18 @@ class SearchLoop(EpochLoop):
             loss = task_loss + lam * terms.penalty
         self.w_optim.zero_grad(set_to_none=True)
         self.a_optim.zero_grad(set_to_none=True)
-        loss.backward()
+        self.precision.backward(loss)
+        self.precision.unscale(self.w_optim, self.a_optim)  # both, before either clip
         nn.utils.clip_grad_norm_(self.net.weight_parameters(), cfg.optim.grad_clip)
         nn.utils.clip_grad_norm_(self.net.arch_parameters(), cfg.optim.arch_grad_clip)
-        self.w_optim.step()
-        self.a_optim.step()
+        self.precision.step(self.w_optim, self.a_optim)
         with torch.no_grad():
-            acc = (out.logits.argmax(1) == y).float().mean()
             for zc, red in zip(z, self.net.reduction, strict=True):
                 self.sample_counts[int(red)] += one_hot_argmax(zc)
             metrics = {
                 "train/loss": loss.detach(),
                 "train/loss_task": task_loss.detach(),
-                "train/acc1": acc,
+                "train/acc1": (out.logits.argmax(1) == y).float().mean(),
                 "cost/penalty": terms.penalty.detach(),
                 "cost/expected_size": terms.expected["size"].detach(),
                 "cost/sampled_size": terms.sampled["size"].detach(),
@@ -220,8 +230,7 @@ class SearchLoop(EpochLoop):
         i = METRICS.index(self.cfg.cost.budget_metric)
         if self.cfg.search.derivation == "snas":
             return self.child_costs.of_argmax(*self.net.arch_parameters())[i]
-        cost = self.child_costs.of_genotype(self.genotype())  # top2: derived on the host
-        return torch.tensor(float(getattr(cost, METRICS[i])), device=self.device)
+        return self.child_costs.of_top2(*self.net.arch_parameters())[i]
 
     def child_cost(self) -> NetworkCost:
         """The derived child's cost at the budget's size (the search's own by default)."""
@@ -235,7 +244,8 @@ class SearchLoop(EpochLoop):
         for x, y in loader:
             x, y = self.to_device(x, y)
             z = self.child_z() if child else self.sample_z(tau)
-            logits = self.net(x, z).logits
+            with self.precision.autocast():
+                logits = self.net(x, z).logits.float()
             totals += torch.stack(
                 [
                     F.cross_entropy(logits, y, reduction="sum"),
@@ -312,6 +322,7 @@ class SearchLoop(EpochLoop):
             "model": self.net.state_dict(),
             "w_optim": self.w_optim.state_dict(),
             "a_optim": self.a_optim.state_dict(),
+            **self.precision.state_dict(),
         }
         if self.controller is not None:
             state["lambda_controller"] = self.controller.state_dict()
@@ -321,6 +332,7 @@ class SearchLoop(EpochLoop):
         self.net.load_state_dict(state["model"])
         self.w_optim.load_state_dict(state["w_optim"])
         self.a_optim.load_state_dict(state["a_optim"])
+        self.precision.load_state_dict(state)
         if self.controller is not None:
             self.controller.load_state_dict(state["lambda_controller"])
 

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -66,24 +67,16 @@ def build_search(
     if cfg.search.channels_last:
         net = net.to(memory_format=torch.channels_last)
     model = prepare_model(net)
-    workers = cfg.data.num_workers
-    train_loader = prepare_loader(
-        make_loader(
-            splits.train,
-            max(1, cfg.search.batch_size // world_size),
-            shuffle=True,
-            seed=cfg.seed,
-            num_workers=workers,
-        )
+    loader = functools.partial(
+        make_loader,
+        seed=cfg.seed,
+        num_workers=cfg.data.num_workers,
+        pin_memory=device.type == "cuda",
     )
+    batch = max(1, cfg.search.batch_size // world_size)
+    train_loader = prepare_loader(loader(splits.train, batch, shuffle=True))
     val_loader = prepare_loader(
-        make_loader(
-            splits.val,
-            cfg.search.eval_batch_size,
-            shuffle=False,
-            seed=cfg.seed,
-            num_workers=workers,
-        )
+        loader(splits.val, cfg.search.eval_batch_size, shuffle=False, persistent=True)
     )
     torch.manual_seed(cfg.seed + rank)
     loop = SearchLoop(cfg, model, train_loader, val_loader, device, reduce_mean=reduce_mean)

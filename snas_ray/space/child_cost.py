@@ -74,6 +74,24 @@ class ChildCostTable:
             total = total + (probs[..., None] * self.table[t]).sum((0, 1))
         return total
 
+    def of_top2(self, log_alpha_normal: torch.Tensor, log_alpha_reduce: torch.Tensor):
+        """``[3]`` cost of the 'top2' derivation (``derive_genotype``'s rule: per node the two
+        edges with the strongest non-'none' op, ties to the lower source), on the device."""
+        none = self.primitives.index("none") if "none" in self.primitives else None
+        total = self.base
+        for t, a in enumerate((log_alpha_normal, log_alpha_reduce)):
+            p = torch.softmax(a.detach().float(), dim=-1)
+            if none is not None:
+                p = p.clone()
+                p[:, none] = -1.0
+            strength, op = p.max(-1)  # [E]
+            for node in range(STEPS):
+                first = edge_index(node, 0)
+                order = torch.sort(-strength[first : first + node + 2], stable=True).indices
+                edges = first + order[:2]
+                total = total + self.table[t, edges, op[edges]].sum(0)
+        return total
+
     def reachable(self, metric: str, derivation: str = "snas") -> tuple[float, float]:
         """The cheapest and the dearest child in ``metric`` that ``derivation`` can produce:
         'snas' gives every edge any op; 'top2' two edges per node, each with a non-'none' op."""

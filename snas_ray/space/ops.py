@@ -2,13 +2,22 @@
 
 ``OPS`` maps an op name to a constructor ``(C, stride, affine) -> nn.Module``. Cell ops keep the
 channel count; only the first layer of an op carries its stride.
+
+Every op that ends in a BatchNorm also has ``scaled(x, x_relu, scale)``, the supernet's fast
+path for ``scale * op(x)``: the edge weight ``z_k`` rides in the final BN's affine weight (one
+kernel instead of a BN and a multiply, forward and backward), the op reads a ReLU of its input
+that the mixed edge computed once for all its ops, and on the CPU a stride-1 depthwise conv
+takes its input gradient from a forward conv (see :func:`depthwise_conv`). ``forward`` stays the
+plain module path (evaluation networks, the benchmark's reference-style step).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
@@ -19,6 +28,8 @@ __all__ = [
     "SepConv",
     "DilConv",
     "AuxiliaryHead",
+    "batch_norm_scaled",
+    "depthwise_conv",
     "drop_path",
     "make_op",
 ]
@@ -54,6 +65,11 @@ class FactorizedReduce(nn.Module):
         out = torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1)
         return self.bn(out)
 
+    def scaled(self, x: torch.Tensor, x_relu: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """``scale * self(x)`` from the shared ``x_relu`` (module docstring)."""
+        out = torch.cat([self.conv_1(x_relu), self.conv_2(x_relu[:, :, 1:, 1:])], dim=1)
+        return batch_norm_scaled(self.bn, out, scale)
+
 
 class ReLUConvBN(nn.Sequential):
     """ReLU -> conv -> BN; the cell preprocessing block (not a candidate op)."""
@@ -68,7 +84,18 @@ class ReLUConvBN(nn.Sequential):
         )
 
 
-class DilConv(nn.Sequential):
+class _ReLUOpBN(nn.Sequential):
+    """ReLU, then convs (and ReLUs), then a BN: the shape of every conv op of the space."""
+
+    def scaled(self, x: torch.Tensor, x_relu: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """``scale * self(x)`` from the shared ``x_relu`` (module docstring)."""
+        h = x_relu
+        for m in list(self)[1:-1]:
+            h = depthwise_conv(m, h) if isinstance(m, nn.Conv2d) else m(h)
+        return batch_norm_scaled(self[-1], h, scale)
+
+
+class DilConv(_ReLUOpBN):
     """One separable stage: ReLU, depthwise (dilated) conv, pointwise conv, BN."""
 
     def __init__(
@@ -98,7 +125,7 @@ class DilConv(nn.Sequential):
         )
 
 
-class SepConv(nn.Sequential):
+class SepConv(_ReLUOpBN):
     """Two separable stages; only the first depthwise conv carries the stride (spec §1.2)."""
 
     def __init__(
@@ -110,7 +137,7 @@ class SepConv(nn.Sequential):
         )
 
 
-class _Conv7x1_1x7(nn.Sequential):
+class _Conv7x1_1x7(_ReLUOpBN):
     """AmoebaNet's factorised 7x7 conv; the stride is split across both convs."""
 
     def __init__(self, c: int, stride: int, affine: bool) -> None:
@@ -122,14 +149,21 @@ class _Conv7x1_1x7(nn.Sequential):
         )
 
 
+class _PoolBN(nn.Sequential):
+    """Unlike DARTS, SNAS's pooling ops own a BN, in search and in the final networks alike."""
+
+    def scaled(self, x: torch.Tensor, x_relu: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """``scale * self(x)`` (the pool reads ``x``, not the ReLU)."""
+        return batch_norm_scaled(self[1], self[0](x), scale)
+
+
 def _pool(kind: str, c: int, stride: int, affine: bool) -> nn.Module:
-    # Unlike DARTS, SNAS's pooling ops own a BN, in search and in the final networks alike.
     pool: nn.Module
     if kind == "max":
         pool = nn.MaxPool2d(3, stride=stride, padding=1)
     else:
         pool = nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
-    return nn.Sequential(pool, nn.BatchNorm2d(c, affine=affine))
+    return _PoolBN(pool, nn.BatchNorm2d(c, affine=affine))
 
 
 OpFactory = Callable[[int, int, bool], nn.Module]
@@ -157,6 +191,99 @@ def make_op(name: str, c: int, stride: int, affine: bool) -> nn.Module:
     except KeyError:
         raise KeyError(f"unknown op {name!r} (known: {', '.join(OPS)})") from None
     return factory(c, stride, affine)
+
+
+def batch_norm_scaled(bn: nn.BatchNorm2d, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``scale * bn(x)`` as one batch-norm call: ``scale`` (a scalar tensor) becomes the affine
+    weight (times the BN's own weight and bias when it has them). Running statistics update
+    exactly as in ``bn(x)``; the gradient reaches ``scale`` through the BN's weight gradient."""
+    if bn.weight is None:
+        # contiguous: the CPU kernel misreads a stride-0 weight in backward
+        weight, bias = scale.expand(bn.num_features).contiguous(), None
+    else:
+        weight, bias = bn.weight * scale, bn.bias * scale
+    momentum = bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if momentum is None:  # cumulative average, as nn.BatchNorm2d does
+            momentum = 1.0 / float(bn.num_batches_tracked)
+    use_batch = bn.training or bn.running_mean is None
+    return F.batch_norm(
+        x,
+        bn.running_mean if not bn.training or bn.track_running_stats else None,
+        bn.running_var if not bn.training or bn.track_running_stats else None,
+        weight,
+        bias,
+        use_batch,
+        momentum or 0.0,
+        bn.eps,
+    )
+
+
+class _DepthwiseSame(torch.autograd.Function):
+    """Stride-1 'same' depthwise conv whose input gradient is a forward conv with the kernel
+    flipped. oneDNN's own backward is 1.5-10x slower than its forward for these shapes on CPU
+    (dilated kernels most); the weight gradient stays oneDNN's."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, padding: Any, dilation: Any):
+        ctx.save_for_backward(x, weight)
+        ctx.padding, ctx.dilation = padding, dilation
+        return F.conv2d(x, weight, None, 1, padding, dilation, x.shape[1])
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        groups = x.shape[1]
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            flipped = weight.flip(-1, -2)
+            grad_x = F.conv2d(grad, flipped, None, 1, ctx.padding, ctx.dilation, groups)
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.ops.aten.convolution_backward(
+                grad,
+                x,
+                weight,
+                None,
+                [1, 1],
+                list(ctx.padding),
+                list(ctx.dilation),
+                False,
+                [0, 0],
+                groups,
+                [False, True, False],
+            )[1]
+        return grad_x, grad_w, None, None
+
+
+def depthwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)``, faster on the CPU for the space's depthwise convs (float32, no autocast).
+
+    A stride-1 'same' depthwise conv goes through :class:`_DepthwiseSame`. A stride-2 conv
+    dilated by 2 with 'same' padding reads only the even rows and columns of its input, so it is
+    the undilated stride-1 conv of that even phase (3-6x faster than oneDNN's strided dilated
+    backward). Elsewhere (GPU, autocast, other shapes) this is just ``conv(x)``.
+    """
+    k, p, d, stride = conv.kernel_size, conv.padding, conv.dilation, conv.stride
+    if not (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+        and conv.groups == conv.in_channels == conv.out_channels
+        and conv.bias is None
+        and not isinstance(p, str)
+        and all(2 * p[i] == d[i] * (k[i] - 1) for i in range(2))
+    ):
+        return conv(x)
+    if stride == (1, 1):
+        return _DepthwiseSame.apply(x, conv.weight, p, d)
+    if stride == (2, 2) and d == (2, 2):
+        even = x[:, :, ::2, ::2]
+        if x.is_contiguous(memory_format=torch.channels_last):
+            even = even.contiguous(memory_format=torch.channels_last)
+        half = ((k[0] - 1) // 2, (k[1] - 1) // 2)
+        return _DepthwiseSame.apply(even, conv.weight, half, (1, 1))
+    return conv(x)
 
 
 def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:

@@ -51,22 +51,40 @@ def reduction_layers(layers: int) -> tuple[int, ...]:
 
 
 class MixedOp(nn.Module):
-    """One edge: ``sum_k z_k * op_k(x)`` over every candidate op."""
+    """One edge: ``sum_k z_k * op_k(x)`` over every candidate op.
+
+    'none' contributes ``z * 0`` and no gradient to anything, so it is skipped. The other ops run
+    their ``scaled`` fast path (space/ops.py): ``z_k`` folded into the op's last BN and one ReLU
+    of ``x`` shared by every op that starts with one.
+    """
 
     def __init__(self, primitives: tuple[str, ...], c: int, stride: int, affine: bool) -> None:
         super().__init__()
         self.ops = nn.ModuleList(make_op(name, c, stride, affine) for name in primitives)
-        # 'none' contributes z * 0 and no gradient to anything, so it is skipped in forward.
         self._active = [i for i, name in enumerate(primitives) if name != "none"]
+        self._reference = False
 
     def compute_all_ops(self) -> None:
-        """Evaluate 'none' too, as the reference does (for benchmarks that compare with it)."""
+        """Run as the reference does (for benchmarks that compare with it): every op, 'none'
+        included, through its plain ``forward``, each output multiplied by its weight."""
         self._active = list(range(len(self.ops)))
+        self._reference = True
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        out = z[self._active[0]] * self.ops[self._active[0]](x)
-        for k in self._active[1:]:
-            out = out + z[k] * self.ops[k](x)
+        if self._reference:
+            out = z[0] * self.ops[0](x)
+            for k in range(1, len(self.ops)):
+                out = out + z[k] * self.ops[k](x)
+            return out
+        x_relu = torch.relu(x)
+        out = None
+        for k in self._active:
+            op = self.ops[k]
+            if hasattr(op, "scaled"):
+                term = op.scaled(x, x_relu, z[k])
+            else:
+                term = z[k] * op(x)
+            out = term if out is None else out + term
         return out
 
 
@@ -98,15 +116,24 @@ class SearchCell(nn.Module):
                 self.edges.append(MixedOp(primitives, c, stride, affine))
 
     def forward(
-        self, s0: torch.Tensor, s1: torch.Tensor, z: torch.Tensor, drop_prob: float
+        self,
+        s0: torch.Tensor,
+        s1: torch.Tensor,
+        z: torch.Tensor,
+        drop_prob: float,
+        keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """The cell's output; ``keep`` ``[E, N]`` scales each edge's output per sample (drawn
+        drop-path masks); without it, drop-path draws its masks here."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         for node in range(STEPS):
             total = None
             for src, h in enumerate(states):
                 e = edge_index(node, src)
                 out = self.edges[e](h, z[e])
-                if self.training and drop_prob > 0:
+                if keep is not None:
+                    out = out * keep[e].to(out.dtype).view(-1, 1, 1, 1)
+                elif self.training and drop_prob > 0:
                     out = drop_path(out, drop_prob)
                 total = out if total is None else total + out
             states.append(total)
@@ -202,12 +229,26 @@ class Supernet(nn.Module):
         """Per cell, the logits it samples from (shared by all cells of a type)."""
         return [self.log_alpha_reduce if r else self.log_alpha_normal for r in self.reduction]
 
-    def forward(self, x: torch.Tensor, z: list[torch.Tensor]) -> SupernetOutput:
-        """Run the supernet with per-cell edge weights ``z[i]`` of shape ``[E, n_ops]``."""
+    def drop_path_keep(self, batch: int, device: torch.device) -> torch.Tensor | None:
+        """Drop-path masks for one training step, ``[layers, E, batch]``: 0 or ``1 / (1 - p)``
+        per sample and edge, drawn in one call (None when drop-path is off). Drawn outside the
+        forward pass so that a compiled forward sees no random op."""
+        p = self.drop_path_prob
+        if p <= 0:
+            return None
+        keep = torch.empty(len(self.cells), num_edges(), batch, device=device)
+        return keep.bernoulli_(1.0 - p).div_(1.0 - p)
+
+    def forward(
+        self, x: torch.Tensor, z: list[torch.Tensor], keep: torch.Tensor | None = None
+    ) -> SupernetOutput:
+        """Run the supernet with per-cell edge weights ``z[i]`` of shape ``[E, n_ops]`` and, in
+        training, the drop-path masks of :meth:`drop_path_keep` (drawn here when not given)."""
         s0 = s1 = self.stem(x)
         logits_aux = None
         for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, z[i], self.drop_path_prob)
+            cell_keep = keep[i] if keep is not None and self.training else None
+            s0, s1 = s1, cell(s0, s1, z[i], self.drop_path_prob, cell_keep)
             if i == self.aux_index and self.auxiliary is not None and self.training:
                 logits_aux = self.auxiliary(s1)
         logits = self.classifier(self.global_pooling(s1).flatten(1))
