@@ -141,6 +141,18 @@ def _loop(cfg: ExperimentConfig, device: torch.device, image_size: int, batch) -
     return SearchLoop(cfg, net, [batch], [batch], device)
 
 
+def _reference_loop(
+    cfg: ExperimentConfig, device: torch.device, image_size: int, batch
+) -> SearchLoop:
+    """The reference's way: NCHW float32 tensors, eager, every op computed ('none' too)."""
+    plain = {"search.channels_last": False, "search.precision": "fp32", "search.compile": False}
+    ref = _loop(cfg.replace(**plain), device, image_size, batch)
+    for m in ref.net.modules():
+        if isinstance(m, MixedOp):
+            m.compute_all_ops()
+    return ref
+
+
 def _time(step: Callable[[], Any], device: torch.device, steps: int) -> float:
     """Seconds per step over ``steps`` steps."""
     _sync(device)
@@ -173,9 +185,10 @@ def bench_search_step(
 ) -> BenchResult:
     """Time ``repeats`` x ``steps`` search steps at ``batch_size`` on random images.
 
-    Precision and compilation come from ``cfg.search`` (``compile_backend``: see
-    :func:`~snas_ray.engine.precision.compile_module`). With ``compare_reference``, each repeat
-    times the reference-style step right after ours, and the ratio is taken per pair.
+    Sizes are checked first (:func:`check_sizes`). Precision and compilation come from
+    ``cfg.search`` (``compile_backend``: see :func:`~snas_ray.engine.precision.compile_module`).
+    With ``compare_reference``, each repeat times the reference-style step right after ours,
+    and the ratio is taken per pair.
     """
     check_sizes(batch=batch_size, image_size=image_size, steps=steps, warmup=warmup)
     check_sizes(repeats=repeats)
@@ -186,21 +199,14 @@ def bench_search_step(
         loop.forward_model = compile_module(loop.model, True, compile_backend)
     xf = x.contiguous(memory_format=loop.memory_format)
     tau = loop.tau(0)
-    ref = None
-    if compare_reference:
-        # The reference keeps NCHW float32 tensors, runs eagerly, computes every op.
-        plain = {"search.channels_last": False, "search.precision": "fp32", "search.compile": False}
-        ref = _loop(cfg.replace(**plain), device, image_size, (x, y))
-        for m in ref.net.modules():
-            if isinstance(m, MixedOp):
-                m.compute_all_ops()
+    ref = _reference_loop(cfg, device, image_size, (x, y)) if compare_reference else None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     first = _time(lambda: loop.step(xf, y, tau), device, 1)  # compiles, when compiled
     _time(lambda: loop.step(xf, y, tau), device, warmup)
+    ours, theirs = [], []
     if ref is not None:
         _time(lambda: _reference_step(ref, x, y, tau), device, max(1, warmup))
-    ours, theirs = [], []
     for r in range(repeats):
         ours.append(_time(lambda: loop.step(xf, y, tau), device, steps) * 1000)
         if ref is not None:

@@ -43,20 +43,26 @@ def evaluate_front(
 
     defaults = None if config else sweep_defaults(sweep_dir)
     spec = load_evaluate(config, overrides, defaults=defaults)  # before Ray is imported
+    from snas_ray.cli.jobs import writing_into
     from snas_ray.distributed.evaluate import run_evaluation
+    from snas_ray.errors import EvaluationError
     from snas_ray.results.evaluation_report import format_evaluation
 
-    evaluation = run_evaluation(
-        spec,
-        sweep_dir,
-        out,
-        resume=True if resume else None,
-        address=address,
-        storage=storage,
-        verbose=verbose,
-    )
+    if not Path(sweep_dir).is_dir():
+        raise EvaluationError(f"evaluate: {sweep_dir} is not a folder")
+    folder = Path(out or Path(sweep_dir) / "evaluate")
+    with writing_into(folder, "evaluation"):  # one evaluation per folder at a time
+        evaluation = run_evaluation(
+            spec,
+            sweep_dir,
+            out,
+            resume=True if resume else None,
+            address=address,
+            storage=storage,
+            verbose=verbose,
+        )
     print(format_evaluation(evaluation))
-    return EvaluatePaths(Path(out or sweep_dir / "evaluate")).markdown
+    return EvaluatePaths(folder).markdown
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snas_ray.config import CostConfig, ExperimentConfig
+from snas_ray.config import CostConfig, ExperimentConfig, OptimConfig
 from snas_ray.engine.loop import EpochLoop, EpochRecord, identity
 from snas_ray.engine.precision import StepPrecision, compile_module, set_cudnn_benchmark
 from snas_ray.errors import ConfigError
@@ -34,7 +34,14 @@ from snas_ray.space.sampling import gumbel_softmax_sample, one_hot_argmax, tempe
 from snas_ray.space.supernet import Supernet, derive_genotype
 from snas_ray.sweep_spec import progress_metrics
 
-__all__ = ["SearchLoop", "SearchResult", "budget_outcome", "budget_size", "learning_rate"]
+__all__ = [
+    "SearchLoop",
+    "SearchResult",
+    "budget_outcome",
+    "budget_size",
+    "learning_rate",
+    "make_optimizers",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +49,22 @@ logger = logging.getLogger(__name__)
 def learning_rate(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
     """Cosine weight lr for 0-based ``epoch``; stepped before the epoch, as the reference does."""
     return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * (epoch + 1) / epochs)) / 2
+
+
+def make_optimizers(
+    net: Supernet, o: OptimConfig
+) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    """The weights' SGD and the architecture's optimizer (``optim.arch_optimizer``)."""
+    w_optim = torch.optim.SGD(
+        net.weight_parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
+    )
+    if o.arch_optimizer in ("adam", "adamw"):
+        adam = torch.optim.AdamW if o.arch_optimizer == "adamw" else torch.optim.Adam
+        betas, decay = o.arch_betas, o.arch_weight_decay
+        a_optim = adam(net.arch_parameters(), lr=o.arch_lr, betas=betas, weight_decay=decay)
+    else:  # the reference's single-GPU recipe: plain SGD, no momentum, no weight decay
+        a_optim = torch.optim.SGD(net.arch_parameters(), lr=o.arch_lr)
+    return w_optim, a_optim
 
 
 class SearchLoop(EpochLoop):
@@ -80,20 +103,7 @@ class SearchLoop(EpochLoop):
         self.cfg = cfg
         net: Supernet = self.net  # the engine's unwrapped model, typed
         self.val_loader = val_loader
-        o = cfg.optim
-        self.w_optim = torch.optim.SGD(
-            self.net.weight_parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
-        )
-        if o.arch_optimizer in ("adam", "adamw"):
-            adam = torch.optim.AdamW if o.arch_optimizer == "adamw" else torch.optim.Adam
-            self.a_optim: torch.optim.Optimizer = adam(
-                self.net.arch_parameters(),
-                lr=o.arch_lr,
-                betas=o.arch_betas,
-                weight_decay=o.arch_weight_decay,
-            )
-        else:  # the reference's single-GPU recipe: plain SGD, no momentum, no weight decay
-            self.a_optim = torch.optim.SGD(self.net.arch_parameters(), lr=o.arch_lr)
+        self.w_optim, self.a_optim = make_optimizers(net, cfg.optim)
         self.tau_now = self.tau(0)
         # Autocast around the forward only: Gumbel sampling, drop-path masks, the penalty and
         # the optimizers stay float32. The compiled module is the forward (and its backward);
