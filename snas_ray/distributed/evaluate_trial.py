@@ -8,20 +8,18 @@ re-running an interrupted evaluation never retrains a finished run. Driver: :mod
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from snas_ray.config import ExperimentConfig, config_difference
+from snas_ray.config import ExperimentConfig
 from snas_ray.distributed.launch import LaunchOptions, fetch_result, fit, run_name
 from snas_ray.distributed.sweep_trial import TuneReportHook
 from snas_ray.distributed.worker import worker_logging
-from snas_ray.errors import SnasRayError
+from snas_ray.engine.runfolder import finished_result
 from snas_ray.evaluate_spec import evaluate_from_dict
 from snas_ray.layout import RunPaths
 from snas_ray.retrain import run_retrain
@@ -38,16 +36,7 @@ def retrain_config(
 
 def finished_retrain(paths: RunPaths, cfg: ExperimentConfig) -> dict[str, Any] | None:
     """The run folder's ``result.json`` if this exact retraining already finished, else None."""
-    if not paths.result.is_file() or not paths.config.is_file():
-        return None
-    try:
-        summary = json.loads(paths.result.read_text())
-        saved = yaml.safe_load(paths.config.read_text())
-    except (OSError, ValueError, yaml.YAMLError, SnasRayError):
-        return None
-    if not isinstance(saved, dict) or config_difference(cfg.to_dict(), saved) is not None:
-        return None
-    return summary if summary.get("epochs_done") == cfg.train.epochs else None
+    return finished_result(paths, cfg.to_dict(), cfg.train.epochs)
 
 
 def evaluate_trial(

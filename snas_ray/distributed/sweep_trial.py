@@ -9,20 +9,18 @@ search already finished only reports its result again. Driver side: :mod:`.sweep
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from snas_ray.config import ExperimentConfig, config_difference, flatten, resolve_paths
+from snas_ray.config import ExperimentConfig, flatten, resolve_paths
 from snas_ray.distributed.launch import LaunchOptions, fetch_result, fit, run_name
 from snas_ray.distributed.worker import worker_logging
 from snas_ray.engine.loop import EpochLoop, EpochRecord, HookBase
-from snas_ray.errors import SnasRayError
+from snas_ray.engine.runfolder import finished_result
 from snas_ray.layout import RunPaths
 from snas_ray.search import run_search
 from snas_ray.sweep_spec import SweepSpec, progress_metrics, sweep_from_dict, trial_dirname
@@ -49,16 +47,7 @@ def _final_metrics(cfg: ExperimentConfig, summary: dict[str, Any]) -> dict[str, 
 
 def _finished(paths: RunPaths, cfg: ExperimentConfig) -> dict[str, Any] | None:
     """The run folder's result if this exact search already finished (a driver killed late)."""
-    if not paths.result.is_file() or not paths.config.is_file():
-        return None
-    try:
-        summary = json.loads(paths.result.read_text())
-        saved = yaml.safe_load(paths.config.read_text())
-    except (OSError, ValueError, yaml.YAMLError, SnasRayError):
-        return None
-    if not isinstance(saved, dict) or config_difference(cfg.to_dict(), saved) is not None:
-        return None
-    return summary if summary.get("epochs_done") == cfg.search.epochs else None
+    return finished_result(paths, cfg.to_dict(), cfg.search.epochs)
 
 
 # The HParams view's metric columns: the last value of each scalar a search run writes.

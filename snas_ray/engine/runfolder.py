@@ -7,6 +7,7 @@ Both jobs go through :func:`run_in_folder`; the Ray worker uses :func:`folder_ho
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -26,6 +27,7 @@ from snas_ray.errors import CheckpointError, ConfigError
 from snas_ray.layout import RunPaths, atomic_write_text
 
 __all__ = [
+    "finished_result",
     "available_memory",
     "check_no_orphan_results",
     "folder_hooks",
@@ -176,3 +178,21 @@ def run_in_folder(
     checkpoint = CheckpointHook(paths.last_checkpoint, checkpoint_every)
     own = folder_hooks(loop, paths, write=True, tensorboard=tensorboard)
     return run_hooks(loop, [*own, checkpoint, *hooks])
+
+
+def finished_result(paths: RunPaths, config: dict[str, Any], epochs: int) -> dict[str, Any] | None:
+    """The run folder's ``result.json`` if this exact run (``config``: only the fields
+    ``RESUME_MAY_DIFFER`` names may differ) finished all ``epochs``, else None; for drivers that
+    skip work a killed predecessor already finished."""
+    if not paths.result.is_file() or not paths.config.is_file():
+        return None
+    try:
+        summary = json.loads(paths.result.read_text())
+        saved = yaml.safe_load(paths.config.read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    if not isinstance(saved, dict) or not isinstance(summary, dict):
+        return None
+    if config_difference(config, saved) is not None:
+        return None
+    return summary if summary.get("epochs_done") == epochs else None
