@@ -37,6 +37,14 @@ def test_table_cost_equals_the_measured_network(c, layers, side, classes):
             image_size=side,
         )
         assert on_device == [snas.params, snas.flops, snas.mac]
+        top2 = genotype_cost(
+            derive_genotype(normal, reduce, PRIMITIVES, "top2"),
+            init_channels=c,
+            layers=layers,
+            num_classes=classes,
+            image_size=side,
+        )
+        assert table.of_top2(normal, reduce).tolist() == [top2.params, top2.flops, top2.mac]
 
 
 def test_reachable_range_is_the_cheapest_and_dearest_child():
