@@ -1,7 +1,8 @@
 """The GPU acceptance check: four stages, each writing its figures to one JSON file as it ends.
 
-Run through ``scripts/gpu-check.sh`` (which sets ``PYTHONPATH`` to the checkout, so nothing is
-installed). Stages:
+Run as ``bash scripts/gpu-check.sh`` or ``python scripts/gpu_check.py`` from a checkout: it puts the
+checkout on ``PYTHONPATH`` itself and installs nothing (it needs torch, torchvision, numpy and
+PyYAML, and says which are missing before it starts). Stages:
 
 1. ``bench``: the bench matrix (fp32/bf16 x eager/compiled) against the reference-style step at
    lambda = 0.
@@ -18,6 +19,7 @@ times out records why and the next one still runs; the exit status is 1 if any s
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -46,12 +48,24 @@ TOLERANCE = {"abs": 0.02, "rel": 0.02}
 COMPARED = ("train/loss", "train/acc1", "val/acc_child", "val/acc_relaxed", "arch/tau")
 
 
+ROOT = Path(__file__).resolve().parents[1]
+# Run from a checkout with nothing installed: this process and the commands it starts import
+# snas_ray from here.
+sys.path.insert(0, str(ROOT))
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+NEEDED = ("torch", "torchvision", "numpy", "yaml")  # yaml: PyYAML reads every config
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu", action="store_true", help="tiny sizes on the CPU (for CI)")
     parser.add_argument("--out", type=Path, default=Path("gpu-check.json"), help="JSON file")
     parser.add_argument("--only", action="append", help="run only this stage (repeatable)")
     args = parser.parse_args(argv)
+    missing = [m for m in NEEDED if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"gpu-check: missing Python packages: {', '.join(missing)}", file=sys.stderr)
+        return 2
     import torch
 
     mode = "cpu" if args.cpu else "gpu"
@@ -62,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"mode": mode, "python": sys.version.split()[0], **_versions()}
     if mode == "gpu":
         report["gpu"] = torch.cuda.get_device_name(0)
-    stages: list[tuple[str, Callable[[dict[str, Any], str], dict[str, Any]]]] = [
+    stages: list[tuple[str, Callable[[dict[str, Any], str, dict[str, Any]], None]]] = [
         ("bench", _bench),
         ("resume", _resume),
         ("retrain", _retrain),
@@ -77,11 +91,12 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"gpu-check: stage {name} ...", file=sys.stderr, flush=True)
             start = time.perf_counter()
+            result: dict[str, Any] = {"ok": True}
             try:
-                result = {"ok": True, **stage(sizes, device)}
-            except Exception as exc:  # recorded, and the next stage still runs
+                stage(sizes, device, result)  # fills result as it goes
+            except Exception as exc:  # recorded with what the stage had, and the next one runs
                 last = traceback.format_exc().strip().splitlines()[-1]
-                result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:2000], "at": last}
+                result |= {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:2000], "at": last}
             result["seconds"] = round(time.perf_counter() - start, 1)
             failed |= not result["ok"]
             report[name] = result
@@ -118,18 +133,26 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _cli(*args: str, timeout: float, env: dict[str, str] | None = None) -> str:
-    """Runs ``snas-ray ARGS`` from this checkout; returns stdout, raises with stderr's tail."""
-    done = subprocess.run(
+def _cli(*args: str, timeout: float) -> tuple[str, str]:
+    """Runs ``snas-ray ARGS`` from this checkout in its own session (a timeout kills compile
+    workers too); returns (stdout, stderr), raises with stderr's tail."""
+    proc = subprocess.Popen(
         [sys.executable, "-m", "snas_ray", *args],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
-        env=env,
+        start_new_session=True,
     )
-    if done.returncode != 0:
-        raise RuntimeError(f"snas-ray {args[0]} exited {done.returncode}: {done.stderr[-1500:]}")
-    return done.stdout
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        out, err = proc.communicate()
+        why = f"snas-ray {args[0]}: no result within {timeout:.0f} s: {err[-1500:]}"
+        raise TimeoutError(why) from None
+    if proc.returncode != 0:
+        raise RuntimeError(f"snas-ray {args[0]} exited {proc.returncode}: {err[-1500:]}")
+    return out, err
 
 
 def _search_sets(s: dict[str, Any], device: str, epochs: int, precision: str) -> list[str]:
@@ -150,23 +173,22 @@ def _search_sets(s: dict[str, Any], device: str, epochs: int, precision: str) ->
     return [arg for k, v in sets.items() for arg in ("--set", f"{k}={v}")]
 
 
-def _bench(s: dict[str, Any], device: str) -> dict[str, Any]:
-    shape = [
-        "--set",
-        f"space.layers={s['layers']}",
-        "--set",
-        f"space.init_channels={s['channels']}",
-    ]
+def _bench(s: dict[str, Any], device: str, result: dict[str, Any]) -> None:
+    """The matrix, one configuration per command, so that each row that finishes is kept."""
+    common = [
+        "--device", device, "--batch", str(s["batch"]), "--image-size", str(s["image"]),
+        "--steps", str(s["steps"]), "--repeats", str(s["repeats"]), "--warmup", "1",
+        "--set", f"space.layers={s['layers']}", "--set", f"space.init_channels={s['channels']}",
+        "--set", "cost.resource_lambda=0",
+    ]  # fmt: skip
     # On two CPU cores inductor needs minutes per graph: the CPU run captures graphs only.
     backend = ["--compile-backend", "aot_eager"] if device == "cpu" else []
-    stdout = _cli(
-        "bench", "--matrix", "--device", device, "--batch", str(s["batch"]),
-        "--image-size", str(s["image"]), "--steps", str(s["steps"]),
-        "--repeats", str(s["repeats"]), "--warmup", "1", *shape,
-        "--set", "cost.resource_lambda=0", *backend, timeout=s["timeout"] * 3,
-    )  # fmt: skip
-    lines = stdout.strip().splitlines()
-    return {"table": lines[:-1], "rows": json.loads(lines[-1])}
+    result["rows"] = []
+    for precision in ("fp32", "bf16"):
+        for compiled in ([], ["--compile", *backend]):
+            out, _ = _cli("bench", *common, "--precision", precision, *compiled,
+                          timeout=s["timeout"] * (2 if compiled else 1))  # fmt: skip
+            result["rows"].append(json.loads(out.strip().splitlines()[-1]))
 
 
 def _epoch_lines(run: Path) -> list[dict[str, Any]]:
@@ -175,8 +197,9 @@ def _epoch_lines(run: Path) -> list[dict[str, Any]]:
 
 
 def _wait_for_epochs(run: Path, proc: subprocess.Popen, n: int, timeout: float) -> None:
+    """Until the run's metrics.jsonl has ``n`` lines and its checkpoint exists."""
     deadline = time.time() + timeout
-    while len(_epoch_lines(run)) < n:
+    while len(_epoch_lines(run)) < n or not (run / "checkpoints" / "last.pt").is_file():
         if proc.poll() is not None:
             raise RuntimeError(f"the run ended (exit {proc.returncode}) before epoch {n}")
         if time.time() > deadline:
@@ -192,10 +215,11 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def _resume(s: dict[str, Any], device: str) -> dict[str, Any]:
+def _resume(s: dict[str, Any], device: str, result: dict[str, Any]) -> None:
     tmp = Path(os.environ["GPU_CHECK_TMP"])
     sets = _search_sets(s, device, 3, "bf16")
     _cli("search", "--out", str(tmp / "whole"), *sets, timeout=s["timeout"])
+    result["uninterrupted"] = [e["val/acc_child"] for e in _epoch_lines(tmp / "whole")]
     killed = tmp / "killed"
     cmd = [sys.executable, "-m", "snas_ray", "search", "--out", str(killed), *sets]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -204,7 +228,9 @@ def _resume(s: dict[str, Any], device: str) -> dict[str, Any]:
         _wait_for_epochs(killed, proc, 1, s["timeout"])
     finally:
         _kill_group(proc)
-    _cli("search", "--out", str(killed), *sets, timeout=s["timeout"])
+    _, err = _cli("search", "--out", str(killed), *sets, timeout=s["timeout"])
+    if "resuming" not in err:
+        raise AssertionError("the second run did not resume from the killed run's checkpoint")
     whole, resumed = _epoch_lines(tmp / "whole"), _epoch_lines(killed)
     if [e["epoch"] for e in resumed] != [e["epoch"] for e in whole]:
         raise AssertionError(f"epochs {[e['epoch'] for e in resumed]} after the resume")
@@ -215,7 +241,7 @@ def _resume(s: dict[str, Any], device: str) -> dict[str, Any]:
             if diff > TOLERANCE["abs"] + TOLERANCE["rel"] * abs(a[key]):
                 raise AssertionError(f"epoch {a['epoch']} {key}: {b[key]} resumed vs {a[key]}")
             worst = max(worst, diff)
-    return {
+    result |= {
         "epochs": len(whole),
         "max_abs_difference": worst,
         "tolerance": TOLERANCE,
@@ -224,7 +250,7 @@ def _resume(s: dict[str, Any], device: str) -> dict[str, Any]:
     }
 
 
-def _retrain(s: dict[str, Any], device: str) -> dict[str, Any]:
+def _retrain(s: dict[str, Any], device: str, result: dict[str, Any]) -> None:
     import torch
 
     from snas_ray.config import load_config
@@ -256,7 +282,7 @@ def _retrain(s: dict[str, Any], device: str) -> dict[str, Any]:
         raise AssertionError(f"non-finite retrain loss: {losses}")
     times.sort()
     peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
-    return {
+    result |= {
         "layers": s["train_layers"],
         "init_channels": s["train_channels"],
         "batch": s["train_batch"],
@@ -268,11 +294,10 @@ def _retrain(s: dict[str, Any], device: str) -> dict[str, Any]:
     }
 
 
-def _ray(s: dict[str, Any], device: str) -> dict[str, Any]:
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        return {"skipped": "Ray is not installed here"}
+def _ray(s: dict[str, Any], device: str, result: dict[str, Any]) -> None:
+    if importlib.util.find_spec("ray") is None:
+        result["skipped"] = "Ray is not installed here"
+        return
     tmp = Path(os.environ["GPU_CHECK_TMP"])
     run = tmp / "ray"
     gpus = ["--gpus-per-worker", "1"] if device == "cuda" else []
@@ -293,11 +318,8 @@ def _ray(s: dict[str, Any], device: str) -> dict[str, Any]:
     epochs = [e["epoch"] for e in _epoch_lines(run)]
     if epochs != [1, 2, 3]:
         raise AssertionError(f"epochs {epochs} after the worker was lost")
-    return {
-        "killed_worker_pids": killed,
-        "epochs": epochs,
-        "result": json.loads(out.splitlines()[-1]),
-    }
+    result |= {"killed_worker_pids": killed, "epochs": epochs}
+    result["result"] = json.loads(out.splitlines()[-1])
 
 
 def _kill_train_workers(session: int) -> list[int]:

@@ -164,6 +164,8 @@ def _time(step: Callable[[], Any], device: torch.device, steps: int) -> float:
 
 
 def _peak_memory_mb(device: torch.device) -> float:
+    """CUDA: peak allocated since the last reset (the reference model's weights and optimizer
+    states, which stay allocated, included); CPU: the process's peak resident set."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     # ru_maxrss is in KiB on Linux: the process's peak resident memory (never reset)
@@ -200,15 +202,16 @@ def bench_search_step(
     xf = x.contiguous(memory_format=loop.memory_format)
     tau = loop.tau(0)
     ref = _reference_loop(cfg, device, image_size, (x, y)) if compare_reference else None
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     first = _time(lambda: loop.step(xf, y, tau), device, 1)  # compiles, when compiled
     _time(lambda: loop.step(xf, y, tau), device, warmup)
-    ours, theirs = [], []
+    ours, theirs, peak = [], [], 0.0
     if ref is not None:
         _time(lambda: _reference_step(ref, x, y, tau), device, max(1, warmup))
     for r in range(repeats):
+        if device.type == "cuda":  # the peak of our steps only, not of the reference's
+            torch.cuda.reset_peak_memory_stats(device)
         ours.append(_time(lambda: loop.step(xf, y, tau), device, steps) * 1000)
+        peak = max(peak, _peak_memory_mb(device))
         if ref is not None:
             theirs.append(_time(lambda: _reference_step(ref, x, y, tau), device, steps) * 1000)
         versus = f", reference {theirs[-1]:.1f} ms ({theirs[-1] / ours[-1]:.2f}x)" if ref else ""
@@ -228,7 +231,7 @@ def bench_search_step(
         threads=torch.get_num_threads(),
         step_ms=Spread.of(ours),
         first_step_s=round(first, 2),
-        peak_memory_mb=round(_peak_memory_mb(device), 1),
+        peak_memory_mb=round(peak, 1),
         reference_step_ms=Spread.of(theirs) if theirs else None,
         speedup=Spread.of([t / o for t, o in zip(theirs, ours, strict=True)]) if theirs else None,
     )
@@ -275,9 +278,9 @@ def format_table(results: Sequence[BenchResult]) -> str:
             if r.speedup is None
             else (f"{r.speedup.median:.2f}x [{r.speedup.low:.2f}, {r.speedup.high:.2f}]")
         )
-        mode = "compiled" if r.compiled else "eager"
+        mode = f"compiled ({r.compile_backend})" if r.compiled else "eager"
         lines.append(
-            f"{r.precision:<9} {mode:<8} {step:>24} {r.images_per_s:>9.1f} "
+            f"{r.precision:<9} {mode:<20} {step:>24} {r.images_per_s:>9.1f} "
             f"{r.peak_memory_mb:>9.1f} {ratio:>22}"
         )
     return "\n".join(lines)

@@ -170,7 +170,7 @@ class RetrainLoop(EpochLoop):
                     F.cross_entropy(logits, y, reduction="sum"),
                     hits[:, 0].sum().float(),
                     hits.any(1).sum().float(),
-                    torch.tensor(float(y.numel()), device=self.device),
+                    torch.full((), y.numel(), dtype=torch.float32, device=y.device),
                 ]
             )
         totals = self.reduce_mean(totals)

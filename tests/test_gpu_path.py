@@ -16,6 +16,8 @@ from conftest import tiny_cfg
 from snas_ray.cli import main
 from snas_ray.engine.checkpoint import load_checkpoint, save_checkpoint
 from snas_ray.engine.precision import StepPrecision, compile_module
+from snas_ray.errors import CheckpointError
+from snas_ray.retrain import build_retrain
 from snas_ray.search import build_search
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,3 +169,40 @@ def test_the_gpu_acceptance_script_runs_its_stages_on_the_cpu(tmp_path):
     assert report["resume"]["epochs"] == 3 and report["resume"]["genotype_equal"]
     assert report["retrain"]["step_ms_median"] > 0
     assert report["ray"]["epochs"] == [1, 2, 3] and report["ray"]["killed_worker_pids"]
+
+
+def test_a_checkpoint_from_before_the_precision_fields_still_resumes(tmp_path):
+    """A config saved before a field existed compares as that field's default (old runs,
+    sweeps and evaluations resume); a non-default value still counts as a different run."""
+    loop = build_search(tiny_cfg(), "cpu")
+    state = loop.state_dict()
+    for key in ("precision", "compile", "cudnn_benchmark"):
+        del state["config"]["search"][key]
+    save_checkpoint(tmp_path / "last.pt", state)
+    build_search(tiny_cfg(), "cpu").load_state_dict(load_checkpoint(tmp_path / "last.pt"))
+    with pytest.raises(CheckpointError, match="search.precision='fp32', this run has 'bf16'"):
+        build_search(tiny_cfg("search.precision=bf16"), "cpu").load_state_dict(
+            load_checkpoint(tmp_path / "last.pt")
+        )
+
+
+@pytest.mark.slow
+def test_a_compiled_retraining_recompiles_once_as_drop_path_ramps():
+    """The network reads its drop-path probability from a buffer: compiled once with drop-path
+    off (epoch 0, p = 0) and once with it on, whatever p the ramp reaches (aot_eager, as above)."""
+    from torch._dynamo.utils import counters
+
+    sizes = ["train.layers=3", "train.init_channels=4", "train.batch_size=4", "train.epochs=4"]
+    cfg = tiny_cfg(
+        *sizes, "train.drop_path_prob=0.3", "train.auxiliary=false", "train.compile=true"
+    )
+    loop = build_retrain(cfg, "cpu")
+    torch._dynamo.reset()
+    loop.forward_model = compile_module(loop.model, True, backend="aot_eager")
+    x, y = next(iter(loop.train_loader))
+    before = counters["stats"]["unique_graphs"]
+    for epoch in range(4):
+        loop.begin_epoch(epoch)
+        assert torch.isfinite(loop.step(x, y)["train/loss"])
+    assert loop.net.drop_path_prob == pytest.approx(0.3 * 3 / 4)
+    assert counters["stats"]["unique_graphs"] - before == 2

@@ -168,7 +168,9 @@ def _submit(sub: argparse._SubParsersAction) -> None:
 def _bench(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser("bench", help="time the search step; prints JSON")
     _add_config_args(b)
-    b.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    b.add_argument(
+        "--device", help="cpu, cuda or cuda:N (default: the config's device; auto = CUDA if any)"
+    )
     b.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
     b.add_argument("--image-size", type=int, default=32, help="image side (default 32)")
     b.add_argument("--steps", type=int, default=5, help="timed steps (default 5)")

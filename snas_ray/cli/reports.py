@@ -115,7 +115,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.ray_overhead:  # imports Ray, so only on request
         from snas_ray.distributed import bench_overhead
 
-        overhead = bench_overhead(cfg, epochs=args.steps, device=str(resolve_device(args.device)))
+        device = str(resolve_device(args.device or cfg.device))
+        overhead = bench_overhead(cfg, epochs=args.steps, device=device)
         print(json.dumps(overhead | {"torch": torch.__version__}))
         return 0
     options = {
@@ -128,7 +129,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "compile_backend": args.compile_backend,
         "progress": lambda line: print(line, file=sys.stderr, flush=True),
     }
-    device = resolve_device(args.device)
+    device = resolve_device(args.device or cfg.device)
     versions = {"torch": torch.__version__}
     if args.matrix:
         if args.precision or args.compile:
@@ -141,6 +142,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         cfg = cfg.replace(**{"search.precision": args.precision})
     if args.compile:
         cfg = cfg.replace(**{"search.compile": True})
+    elif args.compile_backend != "inductor":
+        raise SnasRayError("bench: --compile-backend needs --compile (or --matrix)")
     result = bench_search_step(cfg, device, **options)
     print(json.dumps(result.to_dict() | versions))
     return 0

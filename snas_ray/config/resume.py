@@ -3,7 +3,10 @@ groups together): one set, one comparison, used by search, retrain, sweep and co
 
 from __future__ import annotations
 
+import functools
 from typing import Any
+
+from snas_ray.config.sections import ExperimentConfig
 
 __all__ = ["RESUME_MAY_DIFFER", "config_difference", "flatten"]
 
@@ -56,7 +59,15 @@ def config_difference(
     """The first field (dotted key, saved value, current value) that makes two config dicts
     different runs; None when only :data:`RESUME_MAY_DIFFER` fields differ."""
     a, b = flatten(current), flatten(saved)
+    defaults = _defaults()
     for key in sorted(set(a) | set(b)):
-        if not _may_differ(key) and a.get(key) != b.get(key):
-            return key, b.get(key), a.get(key)
+        # A field one side lacks (a config saved before the field existed) has its default.
+        was, now = b.get(key, defaults.get(key)), a.get(key, defaults.get(key))
+        if not _may_differ(key) and was != now:
+            return key, was, now
     return None
+
+
+@functools.cache
+def _defaults() -> dict[str, Any]:
+    return flatten(ExperimentConfig().to_dict())

@@ -227,7 +227,10 @@ class SearchLoop(EpochLoop):
                 "cost/penalty": terms.penalty.detach(),
                 "cost/expected_size": terms.expected["size"].detach(),
                 "cost/sampled_size": terms.sampled["size"].detach(),
-                "cost/lambda": torch.as_tensor(lam, device=self.device),
+                # a constant lambda is a Python float: torch.full launches no blocking copy
+                "cost/lambda": lam
+                if torch.is_tensor(lam)
+                else torch.full((), lam, device=x.device),
             }
             if self.controller is not None:  # after the arch step: the child it produced
                 child = self.child_metric()
@@ -260,7 +263,7 @@ class SearchLoop(EpochLoop):
                 [
                     F.cross_entropy(logits, y, reduction="sum"),
                     (logits.argmax(1) == y).sum().float(),
-                    torch.tensor(float(y.numel()), device=self.device),
+                    torch.full((), y.numel(), dtype=torch.float32, device=y.device),
                 ]
             )
         totals = self.reduce_mean(totals)

@@ -59,8 +59,11 @@ class Cell(nn.Module):
         self.concat = tuple(getattr(genotype, f"{cell}_concat"))
         self.multiplier = len(self.concat)
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float) -> torch.Tensor:
-        """Cell output: the channel concatenation of the ``concat`` states."""
+    def forward(
+        self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Cell output: the channel concatenation of the ``concat`` states; ``drop_prob`` (a
+        0-dim tensor, or None for no drop-path) applies in training."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         for node in self._nodes:
             total = None
@@ -71,7 +74,7 @@ class Cell(nn.Module):
                     op = self.ops[k]
                     out = op(states[src])
                     # The reference exempts identity skips from drop-path (spec §11.1).
-                    if self.training and drop_prob > 0 and not isinstance(op, nn.Identity):
+                    if self.training and drop_prob is not None and not isinstance(op, nn.Identity):
                         out = drop_path(out, drop_prob)
                 total = out if total is None else total + out
             states.append(total)
@@ -121,7 +124,23 @@ def _halve(side: int) -> int:
 
 
 class _Network(nn.Module):
-    """Cells, auxiliary head and classifier shared by the CIFAR and ImageNet networks."""
+    """Cells, auxiliary head and classifier shared by the CIFAR and ImageNet networks.
+
+    ``drop_path_prob`` is a float for the trainer to set (every epoch: a linear ramp); the
+    forward reads it from a 0-dim buffer and a flag, so that a compiled network recompiles once,
+    when drop-path turns on, and not at every step of the ramp. The buffer is not saved.
+    """
+
+    @property
+    def drop_path_prob(self) -> float:
+        return self._drop_path_prob
+
+    @drop_path_prob.setter
+    def drop_path_prob(self, p: float) -> None:
+        if "_drop_prob" not in self._buffers:
+            self.register_buffer("_drop_prob", torch.zeros(()), persistent=False)
+        self._drop_path_prob, self._drop_active = float(p), p > 0
+        self._drop_prob.fill_(float(p))
 
     def _build(
         self,
@@ -179,7 +198,7 @@ class _Network(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         logits_aux = None
         for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            s0, s1 = s1, cell(s0, s1, self._drop_prob if self._drop_active else None)
             if i == self.aux_index and self.auxiliary_head is not None and self.training:
                 logits_aux = self.auxiliary_head(s1)
         logits = self.classifier(self.global_pooling(s1).flatten(1))
@@ -189,7 +208,7 @@ class _Network(nn.Module):
 class NetworkCIFAR(_Network):
     """CIFAR-style child network (spec §3, §11.1): 3x3 stem to 3C, ``layers`` cells, GAP, Linear.
 
-    ``drop_path_prob`` is a plain attribute that the trainer updates every epoch (linear ramp).
+    ``drop_path_prob`` is set by the trainer every epoch (linear ramp; see :class:`_Network`).
     """
 
     def __init__(

@@ -286,13 +286,16 @@ def depthwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return conv(x)
 
 
-def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
-    """Zero whole samples with probability ``drop_prob`` and rescale the rest (out of place)."""
-    if drop_prob <= 0.0:
+def drop_path(x: torch.Tensor, drop_prob: float | torch.Tensor) -> torch.Tensor:
+    """Zero whole samples with probability ``drop_prob`` and rescale the rest (out of place).
+
+    ``drop_prob`` may be a 0-dim tensor: a compiled network then reads a value, not a constant,
+    so a ramping probability does not recompile it. The mask is drawn in float32."""
+    if not torch.is_tensor(drop_prob) and drop_prob <= 0.0:
         return x
     keep = 1.0 - drop_prob
-    mask = torch.empty(x.size(0), 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
-    return x * (mask / keep)
+    mask = torch.rand(x.size(0), 1, 1, 1, device=x.device) < keep
+    return x * (mask / keep).to(x.dtype)
 
 
 class AuxiliaryHead(nn.Module):
