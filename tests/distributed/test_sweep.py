@@ -300,7 +300,7 @@ def test_ctrl_c_with_trials_pending_then_rerun_runs_every_trial_once(tmp_path):
 
     again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert _epochs(first) == _epochs(second) == [0, 1, 2]
+    assert _epochs(first) == _epochs(second) == [1, 2, 3]
     rows = json.loads((out / "sweep_results.json").read_text())
     assert [(r["trial"], r["status"]) for r in rows] == [(0, "done"), (1, "done")]
     assert sorted(p.name for p in (out / "runs").iterdir()) == [first.name, second.name]
