@@ -108,13 +108,13 @@ def main(argv: list[str] | None = None) -> int:
 def _versions() -> dict[str, str]:
     import torch
 
-    out = {"torch": torch.__version__}
+    out = {"torch": torch.__version__}  # "ray" is the name of a stage
     try:
         import ray
 
-        out["ray"] = ray.__version__
+        out["ray_version"] = ray.__version__
     except ImportError:
-        out["ray"] = "absent"
+        out["ray_version"] = "absent"
     return out
 
 
