@@ -28,23 +28,15 @@ def test_table_cost_equals_the_measured_network(c, layers, side, classes):
                 genotype, init_channels=c, layers=layers, num_classes=classes, image_size=side
             )
             assert table.of_genotype(genotype) == measured, (derivation, trial)
-        on_device = table.of_argmax(normal, reduce).tolist()
-        snas = genotype_cost(
-            derive_genotype(normal, reduce, PRIMITIVES, "snas"),
-            init_channels=c,
-            layers=layers,
-            num_classes=classes,
-            image_size=side,
-        )
-        assert on_device == [snas.params, snas.flops, snas.mac]
-        top2 = genotype_cost(
-            derive_genotype(normal, reduce, PRIMITIVES, "top2"),
-            init_channels=c,
-            layers=layers,
-            num_classes=classes,
-            image_size=side,
-        )
-        assert table.of_top2(normal, reduce).tolist() == [top2.params, top2.flops, top2.mac]
+        for derivation, on_device in (("snas", table.of_argmax), ("top2", table.of_top2)):
+            child = genotype_cost(
+                derive_genotype(normal, reduce, PRIMITIVES, derivation),
+                init_channels=c,
+                layers=layers,
+                num_classes=classes,
+                image_size=side,
+            )
+            assert on_device(normal, reduce).tolist() == [child.params, child.flops, child.mac]
 
 
 def test_reachable_range_is_the_cheapest_and_dearest_child():
