@@ -5,7 +5,7 @@
 under ``torch.autocast``; parameters, optimizer states and anything the job computes outside
 :meth:`StepPrecision.autocast` stay float32. ``fp16`` adds a :class:`torch.amp.GradScaler`,
 whose state travels in the checkpoint. Its skip-a-bad-step decision reads one flag to the host
-per optimizer step: the only host sync in an fp16 step.
+per optimizer (two in a search step): the only host syncs in an fp16 step.
 """
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ class StepPrecision:
                 self.scaler.unscale_(optimizer)
 
     def step(self, *optimizers: torch.optim.Optimizer) -> None:
-        """Step every optimizer (fp16: skipped together on an inf/NaN gradient), then update
-        the scale once."""
+        """Step every optimizer (fp16: each skips its step on an inf/NaN gradient of its own, as
+        ``GradScaler`` does), then update the scale once."""
         if self.scaler is None:
             for optimizer in optimizers:
                 optimizer.step()
